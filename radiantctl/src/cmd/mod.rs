@@ -1,0 +1,6 @@
+//! One module per command.
+
+pub mod bootstrap;
+pub mod demo;
+pub mod join;
+pub mod show;

@@ -1,0 +1,194 @@
+//! `status`, `nodes`, `events`: read the cluster map and the journal.
+
+use radiant_proto as pb;
+use serde_json::Value;
+use serde_json::json;
+use tabled::Table;
+use tabled::Tabled;
+use tabled::settings::Style;
+
+use crate::client;
+use crate::error::CtlError;
+use crate::error::Result;
+use crate::output::Output;
+use crate::output::print_json;
+
+/// The map as the JSON documented in the README (node ids as decimal strings).
+pub fn map_json(m: &pb::ClusterMap) -> Value {
+    json!({
+        "cluster_id": m.cluster_id,
+        "epoch": m.epoch,
+        "bondsmith": m.bondsmith.as_ref().map(|b| json!({"id": b.id.to_string(), "name": b.name, "addr": b.addr})),
+        "station": m.station.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+        "nodes": m.nodes.iter().map(|n| json!({
+            "id": n.id.to_string(),
+            "name": n.name,
+            "addr": n.addr,
+            "state": n.state,
+            "roles": n.roles,
+            "capacity": n.capacity,
+        })).collect::<Vec<_>>(),
+        "orders": m.orders.iter().map(|o| json!({
+            "id": o.id,
+            "members": o.members.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+            "herald": o.herald.map(|h| h.to_string()),
+            "shards": o.shards,
+        })).collect::<Vec<_>>(),
+        "shards": {"total": m.shards_total, "assigned": m.shards_assigned},
+        "replicas": m.replicas,
+    })
+}
+
+#[derive(Tabled)]
+struct NodeRow {
+    #[tabled(rename = "ID")]
+    id: String,
+    #[tabled(rename = "NAME")]
+    name: String,
+    #[tabled(rename = "ADDRESS")]
+    addr: String,
+    #[tabled(rename = "STATE")]
+    state: String,
+    #[tabled(rename = "ROLES")]
+    roles: String,
+}
+
+fn node_table(m: &pb::ClusterMap) -> String {
+    let rows = m.nodes.iter().map(|n| NodeRow {
+        id: n.id.to_string(),
+        name: n.name.clone(),
+        addr: n.addr.clone(),
+        state: n.state.clone(),
+        roles: n.roles.join(","),
+    });
+    Table::new(rows).with(Style::sharp()).to_string()
+}
+
+/// Prints the map as a summary and a node table.
+pub fn print_status(m: &pb::ClusterMap) {
+    println!("cluster   {}", m.cluster_id);
+    println!("epoch     {}", m.epoch);
+    match &m.bondsmith {
+        Some(b) => println!("bondsmith {} ({}, id {})", b.name, b.addr, b.id),
+        None => println!("bondsmith none (election in progress)"),
+    }
+    let station: Vec<String> = m
+        .station
+        .iter()
+        .map(|id| m.nodes.iter().find(|n| n.id == *id).map(|n| n.name.clone()).unwrap_or_else(|| id.to_string()))
+        .collect();
+    println!("station   {}", station.join(", "));
+    println!("shards    {} total, {} assigned; {} replicas per order", m.shards_total, m.shards_assigned, m.replicas);
+    println!("{}", node_table(m));
+}
+
+/// `radiantctl status`.
+pub async fn status(endpoint: &str, output: Output) -> Result<()> {
+    let m = client::get_map(&[endpoint.to_string()]).await?;
+    match output {
+        Output::Json => print_json(&map_json(&m)),
+        Output::Table => print_status(&m),
+    }
+    Ok(())
+}
+
+/// `radiantctl nodes`.
+pub async fn nodes(endpoint: &str, output: Output) -> Result<()> {
+    let m = client::get_map(&[endpoint.to_string()]).await?;
+    match output {
+        Output::Json => print_json(&map_json(&m)["nodes"]),
+        Output::Table => println!("{}", node_table(&m)),
+    }
+    Ok(())
+}
+
+#[derive(Tabled)]
+struct EventRow {
+    #[tabled(rename = "EPOCH")]
+    epoch: u64,
+    #[tabled(rename = "TIME (UTC)")]
+    time: String,
+    #[tabled(rename = "ACTION")]
+    action: String,
+    #[tabled(rename = "REASON")]
+    reason: String,
+}
+
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    // Days since the epoch to a civil date (Howard Hinnant's algorithm).
+    let z = (secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
+}
+
+/// `radiantctl events`.
+pub async fn events(endpoint: &str, output: Output, limit: u32) -> Result<()> {
+    let resp = client::station(endpoint)?
+        .events(pb::EventsRequest { after_epoch: 0, limit })
+        .await
+        .map_err(|s| CtlError::from_status(endpoint, s))?
+        .into_inner();
+    match output {
+        Output::Json => print_json(&json!(resp
+            .entries
+            .iter()
+            .map(|e| json!({
+                "epoch": e.epoch,
+                "at_unix_ms": e.at_unix_ms,
+                "action": e.action,
+                "reason": e.reason,
+                "bondsmith": e.bondsmith.to_string(),
+            }))
+            .collect::<Vec<_>>())),
+        Output::Table => {
+            let rows = resp.entries.iter().map(|e| EventRow {
+                epoch: e.epoch,
+                time: utc(e.at_unix_ms),
+                action: e.action.clone(),
+                reason: e.reason.clone(),
+            });
+            println!("{}", Table::new(rows).with(Style::sharp()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(utc(1_795_000_000_123), "2026-11-18 11:06:40.123");
+    }
+
+    #[test]
+    fn status_json_has_the_documented_shape() {
+        let m = pb::ClusterMap {
+            cluster_id: "c".into(),
+            epoch: 3,
+            bondsmith: Some(pb::Member { id: u64::MAX, name: "a".into(), addr: "h:1".into() }),
+            station: vec![u64::MAX],
+            nodes: vec![],
+            orders: vec![],
+            shards_total: 64,
+            shards_assigned: 0,
+            replicas: 3,
+        };
+        let v = map_json(&m);
+        assert_eq!(v["bondsmith"]["id"], "18446744073709551615");
+        assert_eq!(v["station"][0], "18446744073709551615");
+        assert_eq!(v["shards"]["total"], 64);
+        assert!(v["orders"].as_array().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,167 @@
+//! radiantctl: bootstrap and operate a Radiant cluster.
+
+mod client;
+mod cmd;
+mod error;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::Subcommand;
+
+use crate::error::CtlError;
+use crate::output::Output;
+
+/// Bootstrap and operate a Radiant cluster.
+#[derive(Parser, Debug)]
+#[command(name = "radiantctl", version, about)]
+struct Cli {
+    /// Any radiant of the cluster (host:port).
+    #[arg(long, short, global = true, env = "RADIANT_ENDPOINT", default_value = "127.0.0.1:7400")]
+    endpoint: String,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value = "table")]
+    output: Output,
+    /// How long to wait for nodes and elections, in seconds.
+    #[arg(long, global = true, default_value_t = 60)]
+    wait: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Turn the given radiants into the station and elect a bondsmith.
+    Bootstrap {
+        /// Station hosts, comma separated: 1, 3 or 5 of them.
+        #[arg(long, value_name = "A,B,C")]
+        station: String,
+        /// Number of shards, fixed for the life of the cluster.
+        #[arg(long, default_value_t = 64)]
+        shards: u32,
+        /// Replicas per order.
+        #[arg(long, default_value_t = 3)]
+        replicas: u32,
+    },
+    /// Tell satellites to phone home to the station.
+    Join {
+        /// Station members (any of them reaches the bondsmith), comma separated.
+        #[arg(long, value_name = "A[,B,C]")]
+        bondsmith: String,
+        /// Hosts to join.
+        #[arg(required = true, value_name = "HOST")]
+        hosts: Vec<String>,
+    },
+    /// Show the cluster: bondsmith, station and nodes.
+    Status,
+    /// List the nodes of the cluster.
+    Nodes,
+    /// Show the journal of recovery actions.
+    Events {
+        /// Show at most this many recent entries (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Run a local cluster on loopback.
+    #[command(args_conflicts_with_subcommands = true)]
+    Demo {
+        #[command(subcommand)]
+        action: Option<DemoAction>,
+        /// Number of radiants.
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// How many of them form the station (1, 3 or 5).
+        #[arg(long, default_value_t = 3)]
+        station: usize,
+        /// Directory for data, configs and logs (default: a temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Leave the cluster running and exit.
+        #[arg(long)]
+        detach: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DemoAction {
+    /// Stop a demo started with --detach.
+    Down {
+        /// The demo's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+async fn run(cli: Cli) -> Result<(), CtlError> {
+    let wait = Duration::from_secs(cli.wait);
+    let endpoint = client::check_addr(&cli.endpoint)?;
+    match cli.command {
+        Command::Bootstrap {
+            station,
+            shards,
+            replicas,
+        } => {
+            let args = cmd::bootstrap::BootstrapArgs {
+                station: client::addr_list(&station)?,
+                shards,
+                replicas,
+                wait,
+            };
+            let b = cmd::bootstrap::run(&args).await?;
+            cmd::bootstrap::print(&b, cli.output);
+        }
+        Command::Join { bondsmith, hosts } => {
+            let args = cmd::join::JoinArgs {
+                bondsmith: client::addr_list(&bondsmith)?,
+                hosts: hosts.iter().map(|h| client::check_addr(h)).collect::<Result<_, _>>()?,
+                wait,
+            };
+            let rows = cmd::join::run(&args).await?;
+            cmd::join::print(&rows, cli.output);
+        }
+        Command::Status => cmd::show::status(&endpoint, cli.output).await?,
+        Command::Nodes => cmd::show::nodes(&endpoint, cli.output).await?,
+        Command::Events { limit } => cmd::show::events(&endpoint, cli.output, limit).await?,
+        Command::Demo {
+            action: Some(DemoAction::Down { dir }),
+            ..
+        } => cmd::demo::down(&dir)?,
+        Command::Demo {
+            action: None,
+            nodes,
+            station,
+            dir,
+            detach,
+        } => {
+            let args = cmd::demo::DemoArgs {
+                nodes,
+                station,
+                dir,
+                detach,
+            };
+            cmd::demo::run(&args, cli.output).await?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("radiantctl: cannot start the runtime: {e}");
+            return ExitCode::from(error::code::FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("radiantctl: {e}");
+            e.exit_code()
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `Supervisor` service: Spawn, Stop, List, Status.
+
+use std::sync::Arc;
+
+use radiant_proto as pb;
+use radiant_proto::supervisor_server::Supervisor as SupervisorRpc;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::node::NodeContext;
+use crate::spec::ServiceSpec;
+use crate::supervisor::Spawned;
+use crate::supervisor::Supervisor;
+use crate::supervisor::SupervisorError;
+
+/// The supervisor's gRPC face.
+pub struct SupervisorApi {
+    node: Arc<NodeContext>,
+    supervisor: Arc<Supervisor>,
+}
+
+impl SupervisorApi {
+    /// Serves `supervisor` of `node`.
+    pub fn new(node: Arc<NodeContext>, supervisor: Arc<Supervisor>) -> Self {
+        Self { node, supervisor }
+    }
+
+    fn info(&self, name: &str) -> Option<pb::ServiceInfo> {
+        self.supervisor.list().into_iter().find(|s| s.name == name).map(|s| pb::ServiceInfo {
+            name: s.name,
+            state: s.state.to_string(),
+            restarts: s.restarts,
+            last_error: s.last_error,
+            spec: Some(s.spec.to_proto()),
+            acknowledged: s.acknowledged,
+        })
+    }
+}
+
+fn status_of(e: SupervisorError) -> Status {
+    match e {
+        SupervisorError::ClusterMismatch { .. } => Status::failed_precondition(e.to_string()),
+        SupervisorError::Conflict { .. } => Status::already_exists(e.to_string()),
+        SupervisorError::Persist(_) => Status::internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl SupervisorRpc for SupervisorApi {
+    async fn spawn(&self, req: Request<pb::SpawnRequest>) -> Result<Response<pb::SpawnResponse>, Status> {
+        let spec = req
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spawn request has no spec"))?;
+        let spec = ServiceSpec::from_proto(spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let ServiceSpec::Station(s) = &spec
+            && !s.members.iter().any(|m| m.id == self.node.id)
+        {
+            return Err(Status::invalid_argument(format!(
+                "node {} ({}) is not among the station members it was asked to join",
+                self.node.id, self.node.config.advertise
+            )));
+        }
+        let name = spec.name();
+        let spawned = self.supervisor.spawn(spec).map_err(status_of)?;
+        Ok(Response::new(pb::SpawnResponse {
+            already_running: spawned == Spawned::AlreadyRunning,
+            service: self.info(name),
+        }))
+    }
+
+    async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, Status> {
+        let name = req.into_inner().name;
+        let was_running = self.supervisor.stop(&name).await.map_err(status_of)?;
+        Ok(Response::new(pb::StopResponse { was_running }))
+    }
+
+    async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let services = self
+            .supervisor
+            .list()
+            .into_iter()
+            .filter_map(|s| self.info(&s.name))
+            .collect();
+        Ok(Response::new(pb::ListResponse { services }))
+    }
+
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::NodeStatus>, Status> {
+        Ok(Response::new(pb::NodeStatus {
+            id: self.node.id,
+            name: self.node.config.name.clone(),
+            addr: self.node.config.advertise.clone(),
+            cluster_id: self.supervisor.cluster_id().unwrap_or_default(),
+            ready: self.node.is_ready(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            services: self.supervisor.list().into_iter().map(|s| s.name).collect(),
+        }))
+    }
+}

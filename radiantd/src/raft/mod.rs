@@ -1,0 +1,35 @@
+//! What every Raft group on a node shares: the redb log store, the gRPC network, the codec and
+//! the registry that routes incoming Raft RPCs to the right group.
+//!
+//! The station is group 0; orders (later) get their own group ids. All groups share one redb
+//! file and one connection per peer, as in openraft's multi-raft example.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod registry;
+
+use std::time::Duration;
+
+use crate::config::Timing;
+
+/// Raft group id. The station is [`STATION_GROUP`].
+pub type GroupId = u64;
+
+/// The station's Raft group.
+pub const STATION_GROUP: GroupId = 0;
+
+/// The openraft config every group on this node uses, derived from the node's timing.
+pub fn openraft_config(cluster: &str, timing: &Timing) -> Result<openraft::Config, openraft::ConfigError> {
+    let election = timing.election_timeout.as_millis() as u64;
+    openraft::Config {
+        cluster_name: cluster.to_string(),
+        heartbeat_interval: timing.heartbeat.as_millis() as u64,
+        election_timeout_min: election,
+        election_timeout_max: election * 2,
+        install_snapshot_timeout: Duration::from_secs(10).as_millis() as u64,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    }
+    .validate()
+}

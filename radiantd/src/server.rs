@@ -1,0 +1,149 @@
+//! Stage one: bring up transport and the supervisor, and nothing else.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use radiant_proto::raft_transport_server::RaftTransportServer;
+use radiant_proto::station_server::StationServer;
+use radiant_proto::supervisor_server::SupervisorServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::RaftApi;
+use crate::api::StationApi;
+use crate::api::SupervisorApi;
+use crate::config::Config;
+use crate::identity;
+use crate::node::NodeContext;
+use crate::persist::PersistError;
+use crate::phone_home;
+use crate::raft::log_store;
+use crate::spec::ServiceSpec;
+use crate::station;
+use crate::supervisor::Runner;
+use crate::supervisor::Supervisor;
+use crate::supervisor::SupervisorError;
+
+const DB_FILE: &str = "radiant.redb";
+
+/// Why the daemon could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The identity file is unreadable.
+    #[error("node identity: {0}")]
+    Identity(#[from] PersistError),
+    /// Another radiantd uses the data dir.
+    #[error("data dir {0} is in use by another radiantd")]
+    DataDirInUse(String),
+    /// The database could not be opened.
+    #[error("storage {path}: {reason}")]
+    Storage {
+        /// Database file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The persisted services could not be relaunched.
+    #[error("relaunch: {0}")]
+    Relaunch(#[from] SupervisorError),
+    /// The gRPC server failed.
+    #[error("server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+fn runner(node: Arc<NodeContext>) -> Runner {
+    Arc::new(move |spec, svc| {
+        let node = node.clone();
+        Box::pin(async move {
+            match spec {
+                ServiceSpec::Station(s) => station::run(node, s, svc).await,
+                ServiceSpec::PhoneHome(p) => phone_home::run(node, p, svc).await,
+            }
+        })
+    })
+}
+
+/// Runs a node on `listener` until `shutdown` resolves, then stops its services cleanly.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    let ident = identity::load_or_create(&config.data_dir, &config.advertise)?;
+    let db_path = config.data_dir.join(DB_FILE);
+    let db = match redb::Database::create(&db_path) {
+        Ok(db) => Arc::new(db),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            return Err(ServerError::DataDirInUse(config.data_dir.display().to_string()));
+        }
+        Err(e) => {
+            return Err(ServerError::Storage {
+                path: db_path.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    log_store::create_tables(&db).map_err(|e| ServerError::Storage {
+        path: db_path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    tracing::info!(id = ident.id, name = %config.name, addr = %config.advertise, "radiantd starting");
+
+    let node = Arc::new(NodeContext::new(config.clone(), ident.id, db));
+    let supervisor = Supervisor::new(&config.data_dir, runner(node.clone()));
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(1)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
+        .add_service(SupervisorServer::new(SupervisorApi::new(node.clone(), supervisor.clone())))
+        .add_service(StationServer::new(StationApi::new(node.clone())))
+        .add_service(RaftTransportServer::new(RaftApi::new(node.clone())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        });
+    let server = tokio::spawn(server);
+
+    let relaunched = supervisor.relaunch()?;
+    node.set_ready(true);
+    notify_systemd("READY=1");
+    tracing::info!(relaunched, "radiantd ready");
+
+    let mut server = server;
+    let early = tokio::select! {
+        _ = shutdown => { tracing::info!("shutting down"); None }
+        r = &mut server => Some(r),
+    };
+    node.set_ready(false);
+    notify_systemd("STOPPING=1");
+    supervisor.shutdown().await;
+    let served = match early {
+        Some(r) => r,
+        None => {
+            let _ = stop_tx.send(());
+            server.await
+        }
+    };
+    match served {
+        Ok(r) => r?,
+        Err(e) => tracing::error!("server task: {e}"),
+    }
+    tracing::info!("radiantd stopped");
+    Ok(())
+}
+
+/// Tells systemd (Type=notify) about our state; a no-op outside systemd.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::SocketAddr;
+    use std::os::unix::net::UnixDatagram;
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &a)));
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd at {path}: {e}");
+    }
+}

@@ -1,0 +1,355 @@
+//! The cluster map: what the station's Raft log agrees on.
+//!
+//! Every change is a [`MapChange`] proposed with the epoch it was planned at; it applies only
+//! if the map is still at that epoch, and then moves the epoch by one and journals the change
+//! with its reason. A change planned by a bondsmith that has since been deposed, or planned
+//! twice, is refused as [`StationResponse::Stale`] instead of being applied on a map it was
+//! not planned for.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::identity::NodeId;
+
+/// The journal keeps this many most recent entries.
+pub const JOURNAL_CAP: usize = 10_000;
+
+/// A node as the station knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub id: NodeId,
+    /// Name from its config.
+    pub name: String,
+    /// Advertise address.
+    pub addr: String,
+    /// Capacity it announced (bytes of disk it offers; 0 when unknown).
+    pub capacity: u64,
+    /// It phoned home and may be given an order.
+    pub joined: bool,
+    /// Heartbeats arrive.
+    pub up: bool,
+}
+
+impl NodeRecord {
+    /// `down`, `spare` (joined, no order yet) or `station` (a station member that did not join).
+    pub fn state(&self) -> &'static str {
+        match (self.up, self.joined) {
+            (false, _) => "down",
+            (true, true) => "spare",
+            (true, false) => "station",
+        }
+    }
+}
+
+/// One recovery action, as journaled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Epoch the change produced.
+    pub epoch: u64,
+    /// Wall-clock time the bondsmith planned it.
+    pub at_unix_ms: u64,
+    /// What changed.
+    pub action: String,
+    /// Why.
+    pub reason: String,
+    /// Which bondsmith decided it.
+    pub bondsmith: NodeId,
+}
+
+/// The cluster map.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// Empty until the first bondsmith initializes the map.
+    pub cluster_id: String,
+    /// Grows by one with every change.
+    pub epoch: u64,
+    /// Number of shards, fixed at bootstrap.
+    pub shards: u32,
+    /// Replicas per order.
+    pub replicas: u32,
+    /// Current bondsmith, as last recorded.
+    pub bondsmith: Option<NodeId>,
+    /// Station members.
+    pub station: Vec<NodeId>,
+    /// Every registered node.
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    /// Recent recovery actions, oldest first.
+    pub journal: Vec<JournalEntry>,
+}
+
+/// A station member, as given at bootstrap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// Node id.
+    pub id: NodeId,
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub addr: String,
+}
+
+/// A change to the map.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MapChange {
+    /// Creates the map (only at epoch 0).
+    Init {
+        /// Cluster id chosen by `radiantctl bootstrap`.
+        cluster_id: String,
+        /// Shard count.
+        shards: u32,
+        /// Replicas per order.
+        replicas: u32,
+        /// The station members.
+        station: Vec<MemberInfo>,
+    },
+    /// Records who the bondsmith is.
+    SetBondsmith {
+        /// The new bondsmith.
+        id: NodeId,
+    },
+    /// Adds a node, or marks a known one as joined, with its current address.
+    Register {
+        /// The node.
+        node: MemberInfo,
+        /// Announced capacity.
+        capacity: u64,
+    },
+    /// Heartbeats stopped.
+    MarkDown {
+        /// The node.
+        id: NodeId,
+    },
+    /// Heartbeats resumed.
+    MarkUp {
+        /// The node.
+        id: NodeId,
+    },
+}
+
+impl fmt::Display for MapChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapChange::Init {
+                cluster_id,
+                shards,
+                replicas,
+                station,
+            } => write!(
+                f,
+                "init cluster {cluster_id} (shards={shards}, replicas={replicas}, station={})",
+                station.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
+            ),
+            MapChange::SetBondsmith { id } => write!(f, "bondsmith is now {id}"),
+            MapChange::Register { node, capacity } => {
+                write!(f, "register node {} ({}, {}, capacity {capacity})", node.id, node.name, node.addr)
+            }
+            MapChange::MarkDown { id } => write!(f, "mark node {id} down"),
+            MapChange::MarkUp { id } => write!(f, "mark node {id} up"),
+        }
+    }
+}
+
+/// An entry of the station's Raft log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationCommand {
+    /// The epoch the change was planned at.
+    pub expected_epoch: u64,
+    /// When it was planned (bondsmith's clock).
+    pub at_unix_ms: u64,
+    /// The bondsmith that planned it.
+    pub by: NodeId,
+    /// The change.
+    pub change: MapChange,
+    /// Why, for the journal.
+    pub reason: String,
+}
+
+impl fmt::Display for StationCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "@{} {} ({})", self.expected_epoch, self.change, self.reason)
+    }
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StationResponse {
+    /// Applied; the map is now at this epoch.
+    Applied {
+        /// New epoch.
+        epoch: u64,
+    },
+    /// Not applied: the map had moved on to this epoch.
+    Stale {
+        /// Current epoch.
+        epoch: u64,
+    },
+    /// Not applied: the change makes no sense on this map.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// A blank or membership entry: nothing for the map.
+    Nothing,
+}
+
+impl ClusterMap {
+    /// Applies one command deterministically (every replica reaches the same map).
+    pub fn apply(&mut self, cmd: &StationCommand) -> StationResponse {
+        if cmd.expected_epoch != self.epoch {
+            return StationResponse::Stale { epoch: self.epoch };
+        }
+        if let Err(reason) = self.apply_change(&cmd.change) {
+            return StationResponse::Rejected { reason };
+        }
+        self.epoch += 1;
+        self.journal.push(JournalEntry {
+            epoch: self.epoch,
+            at_unix_ms: cmd.at_unix_ms,
+            action: cmd.change.to_string(),
+            reason: cmd.reason.clone(),
+            bondsmith: cmd.by,
+        });
+        if self.journal.len() > JOURNAL_CAP {
+            let excess = self.journal.len() - JOURNAL_CAP;
+            self.journal.drain(..excess);
+        }
+        StationResponse::Applied { epoch: self.epoch }
+    }
+
+    fn apply_change(&mut self, change: &MapChange) -> Result<(), String> {
+        match change {
+            MapChange::Init {
+                cluster_id,
+                shards,
+                replicas,
+                station,
+            } => {
+                if !self.cluster_id.is_empty() {
+                    return Err(format!("map already initialized for cluster {}", self.cluster_id));
+                }
+                self.cluster_id = cluster_id.clone();
+                self.shards = *shards;
+                self.replicas = *replicas;
+                self.station = station.iter().map(|m| m.id).collect();
+                for m in station {
+                    self.nodes.insert(m.id, NodeRecord {
+                        id: m.id,
+                        name: m.name.clone(),
+                        addr: m.addr.clone(),
+                        capacity: 0,
+                        joined: false,
+                        up: true,
+                    });
+                }
+            }
+            MapChange::SetBondsmith { id } => {
+                if !self.station.contains(id) {
+                    return Err(format!("node {id} is not a station member"));
+                }
+                self.bondsmith = Some(*id);
+            }
+            MapChange::Register { node, capacity } => {
+                let rec = self.nodes.entry(node.id).or_insert_with(|| NodeRecord {
+                    id: node.id,
+                    name: node.name.clone(),
+                    addr: node.addr.clone(),
+                    capacity: *capacity,
+                    joined: true,
+                    up: true,
+                });
+                rec.name = node.name.clone();
+                rec.addr = node.addr.clone();
+                rec.capacity = *capacity;
+                rec.joined = true;
+                rec.up = true;
+            }
+            MapChange::MarkDown { id } => self.node_mut(*id)?.up = false,
+            MapChange::MarkUp { id } => self.node_mut(*id)?.up = true,
+        }
+        Ok(())
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> Result<&mut NodeRecord, String> {
+        self.nodes.get_mut(&id).ok_or_else(|| format!("unknown node {id}"))
+    }
+
+    /// Roles of a node: `station`, `bondsmith`, `satellite`.
+    pub fn roles(&self, id: NodeId) -> Vec<&'static str> {
+        let mut roles = Vec::new();
+        if self.station.contains(&id) {
+            roles.push("station");
+        } else {
+            roles.push("satellite");
+        }
+        if self.bondsmith == Some(id) {
+            roles.push("bondsmith");
+        }
+        roles
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: NodeId) -> MemberInfo {
+        MemberInfo {
+            id,
+            name: format!("n{id}"),
+            addr: format!("127.0.0.1:{id}"),
+        }
+    }
+
+    fn cmd(epoch: u64, change: MapChange) -> StationCommand {
+        StationCommand {
+            expected_epoch: epoch,
+            at_unix_ms: 1,
+            by: 1,
+            change,
+            reason: "test".into(),
+        }
+    }
+
+    fn init() -> MapChange {
+        MapChange::Init {
+            cluster_id: "c1".into(),
+            shards: 64,
+            replicas: 3,
+            station: vec![member(1), member(2), member(3)],
+        }
+    }
+
+    #[test]
+    fn changes_apply_only_at_their_planned_epoch() {
+        let mut map = ClusterMap::default();
+        assert_eq!(map.apply(&cmd(0, init())), StationResponse::Applied { epoch: 1 });
+        assert_eq!(map.nodes.len(), 3);
+        // Planned at epoch 0 again (e.g. by a deposed bondsmith): refused, map unchanged.
+        assert_eq!(map.apply(&cmd(0, init())), StationResponse::Stale { epoch: 1 });
+        let reg = MapChange::Register {
+            node: member(9),
+            capacity: 5,
+        };
+        assert_eq!(map.apply(&cmd(1, reg)), StationResponse::Applied { epoch: 2 });
+        assert_eq!(map.nodes[&9].state(), "spare");
+        assert_eq!(map.journal.len(), 2);
+        assert_eq!(map.journal[1].reason, "test");
+    }
+
+    #[test]
+    fn bad_changes_are_rejected_without_moving_the_epoch() {
+        let mut map = ClusterMap::default();
+        map.apply(&cmd(0, init()));
+        let r = map.apply(&cmd(1, MapChange::SetBondsmith { id: 42 }));
+        assert!(matches!(r, StationResponse::Rejected { .. }));
+        let r = map.apply(&cmd(1, MapChange::MarkDown { id: 42 }));
+        assert!(matches!(r, StationResponse::Rejected { .. }));
+        assert_eq!(map.epoch, 1);
+        assert_eq!(map.apply(&cmd(1, MapChange::SetBondsmith { id: 2 })), StationResponse::Applied { epoch: 2 });
+        assert_eq!(map.roles(2), vec!["station", "bondsmith"]);
+    }
+}

@@ -1,0 +1,321 @@
+//! The station: a replica of the controller's Raft group. Its leader is the bondsmith and runs
+//! the recovery coordinator; when leadership moves, the coordinator moves with it.
+
+pub mod map;
+pub mod state_machine;
+
+use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+use std::time::Instant;
+use std::time::SystemTime;
+
+use openraft::BasicNode;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::coordinator;
+use crate::coordinator::Announce;
+use crate::coordinator::BootstrapPlan;
+use crate::coordinator::Observed;
+use crate::identity::NodeId;
+use crate::node::NodeContext;
+use crate::raft::STATION_GROUP;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::spec::StationSpec;
+use crate::supervisor::ServiceCtx;
+use crate::supervisor::ServiceFailure;
+use map::MemberInfo;
+use map::StationCommand;
+use map::StationResponse;
+use state_machine::MapView;
+use state_machine::StationRaft;
+use state_machine::StationStateMachine;
+
+/// Observations the bondsmith keeps in memory (not in the log: a new bondsmith re-learns them).
+#[derive(Default)]
+struct Observations {
+    announced: BTreeMap<NodeId, Announce>,
+    last_seen: HashMap<NodeId, u64>,
+    leader_since_ms: u64,
+}
+
+/// A running station replica.
+pub struct Station {
+    /// The Raft handle of the station group.
+    pub raft: StationRaft,
+    /// The replicated cluster map.
+    pub view: MapView,
+    /// What the station was bootstrapped with.
+    pub spec: StationSpec,
+    me: NodeId,
+    clock: Instant,
+    down_after: Duration,
+    observed: Mutex<Observations>,
+    wake: Notify,
+}
+
+impl Station {
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    fn observed(&self) -> std::sync::MutexGuard<'_, Observations> {
+        self.observed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this replica is the bondsmith right now.
+    pub fn is_bondsmith(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.state == ServerState::Leader && m.current_leader == Some(self.me)
+    }
+
+    /// The bondsmith as this replica knows it.
+    pub fn bondsmith(&self) -> Option<MemberInfo> {
+        let leader = self.raft.metrics().borrow_watched().current_leader?;
+        self.spec.members.iter().find(|m| m.id == leader).cloned()
+    }
+
+    /// Records a heartbeat; wakes the coordinator if the node was down or unknown.
+    pub fn heartbeat(&self, id: NodeId) -> bool {
+        let now = self.now_ms();
+        self.observed().last_seen.insert(id, now);
+        let (known, down) = self.view.with(|m| match m.nodes.get(&id) {
+            Some(n) => (n.joined || m.station.contains(&id), !n.up),
+            None => (false, false),
+        });
+        if down {
+            self.wake.notify_one();
+        }
+        known
+    }
+
+    /// Records a node that phoned home and waits (up to `wait`) until the map has it joined.
+    pub async fn node_up(&self, announce: Announce, wait: Duration) -> Option<u64> {
+        let id = announce.node.id;
+        let addr = announce.node.addr.clone();
+        {
+            let now = self.now_ms();
+            let mut o = self.observed();
+            o.last_seen.insert(id, now);
+            o.announced.insert(id, announce);
+        }
+        self.wake.notify_one();
+        let mut epochs = self.view.subscribe();
+        let registered = || {
+            self.view
+                .with(|m| m.nodes.get(&id).is_some_and(|n| n.joined && n.addr == addr && n.up).then_some(m.epoch))
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(epoch) = registered() {
+                self.observed().announced.remove(&id);
+                return Some(epoch);
+            }
+            if tokio::time::timeout_at(deadline, epochs.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn observations(&self) -> Observed {
+        let o = self.observed();
+        Observed {
+            me: self.me,
+            now_ms: self.now_ms(),
+            leader_since_ms: o.leader_since_ms,
+            down_after_ms: self.down_after.as_millis() as u64,
+            bootstrap: BootstrapPlan {
+                cluster_id: self.spec.cluster_id.clone(),
+                shards: self.spec.shards,
+                replicas: self.spec.replicas,
+                station: self.spec.members.clone(),
+            },
+            announced: o.announced.clone(),
+            last_seen: o.last_seen.clone(),
+        }
+    }
+}
+
+/// Runs a station replica until the supervisor cancels it.
+pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> Result<(), ServiceFailure> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| ServiceFailure(format!("station: {what}: {e}"));
+    let me = node.id;
+    if !spec.members.iter().any(|m| m.id == me) {
+        return Err(ServiceFailure(format!("station: this node ({me}) is not a member of the station it was given")));
+    }
+    let config = crate::raft::openraft_config(&spec.cluster_id, &node.config.timing).map_err(|e| fail("config", &e))?;
+    let (sm, view) = StationStateMachine::open(node.db.clone()).map_err(|e| fail("open state machine", &e))?;
+    let log = LogStore::new(node.db.clone(), STATION_GROUP);
+    let network = NetworkFactory::new(node.peers.clone(), STATION_GROUP, spec.cluster_id.clone(), me);
+    let raft = StationRaft::new(me, Arc::new(config), network, log, sm)
+        .await
+        .map_err(|e| fail("start raft", &e))?;
+
+    let station = Arc::new(Station {
+        raft: raft.clone(),
+        view,
+        spec: spec.clone(),
+        me,
+        clock: Instant::now(),
+        down_after: node.config.timing.down_after(),
+        observed: Mutex::new(Observations::default()),
+        wake: Notify::new(),
+    });
+    node.registry.register(STATION_GROUP, Arc::new(raft.clone()));
+    node.set_station(Some(station.clone()));
+
+    // Every member initializes with the same membership: the first to run creates the
+    // initial config, the others find it (or receive it) and their call is a no-op.
+    let initialized = raft.is_initialized().await.map_err(|e| fail("read state", &e))?;
+    if !initialized {
+        let members: BTreeMap<NodeId, BasicNode> = spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
+        if let Err(e) = raft.initialize(members).await {
+            tracing::info!("station already initialized: {e}");
+        }
+    }
+
+    let stop = svc.cancel.child_token();
+    let leadership = tokio::spawn(follow_leadership(station.clone(), stop.clone()));
+    let liveness = tokio::spawn(station_liveness(node.clone(), station.clone(), stop.clone()));
+
+    let mut metrics = raft.metrics();
+    let result = loop {
+        tokio::select! {
+            _ = svc.cancel.cancelled() => break Ok(()),
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    break Err(ServiceFailure("station: raft stopped".into()));
+                }
+                if let Err(e) = &metrics.borrow_watched().running_state {
+                    break Err(fail("raft fatal error", e));
+                }
+            }
+        }
+    };
+    stop.cancel();
+    let _ = leadership.await;
+    let _ = liveness.await;
+    node.set_station(None);
+    node.registry.unregister(STATION_GROUP);
+    let _ = raft.shutdown().await;
+    result
+}
+
+/// Starts the coordinator while this replica leads, stops it when it does not.
+async fn follow_leadership(station: Arc<Station>, stop: CancellationToken) {
+    let mut metrics = station.raft.metrics();
+    let mut running: Option<(tokio::task::JoinHandle<()>, CancellationToken)> = None;
+    loop {
+        let leading = station.is_bondsmith();
+        match (leading, running.is_some()) {
+            (true, false) => {
+                tracing::info!(node = station.me, "became bondsmith; starting the recovery coordinator");
+                {
+                    let now = station.now_ms();
+                    let mut o = station.observed();
+                    o.leader_since_ms = now;
+                }
+                let token = stop.child_token();
+                running = Some((tokio::spawn(coordinator_loop(station.clone(), token.clone())), token));
+            }
+            (false, true) => {
+                tracing::info!(node = station.me, "no longer bondsmith; stopping the recovery coordinator");
+                if let Some((task, token)) = running.take() {
+                    token.cancel();
+                    let _ = task.await;
+                }
+            }
+            _ => {}
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            changed = metrics.changed() => if changed.is_err() { break },
+        }
+    }
+    if let Some((task, token)) = running.take() {
+        token.cancel();
+        let _ = task.await;
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The reconcile loop: plan, propose the first change, plan again; on every event and tick.
+pub async fn coordinator_loop(station: Arc<Station>, stop: CancellationToken) {
+    let tick = Duration::from_millis(250);
+    loop {
+        let map = station.view.map();
+        let planned = coordinator::plan(&map, &station.observations());
+        let mut progressed = false;
+        if let Some(p) = planned.into_iter().next() {
+            let cmd = StationCommand {
+                expected_epoch: map.epoch,
+                at_unix_ms: unix_ms(),
+                by: station.me,
+                change: p.change,
+                reason: p.reason,
+            };
+            tracing::info!(epoch = map.epoch, "recovery action: {}", cmd);
+            match station.raft.client_write(cmd).await {
+                Ok(resp) => match resp.data {
+                    StationResponse::Applied { .. } | StationResponse::Stale { .. } => progressed = true,
+                    StationResponse::Rejected { reason } => tracing::warn!("recovery action rejected: {reason}"),
+                    StationResponse::Nothing => {}
+                },
+                Err(e) => tracing::warn!("recovery action not committed: {e}"),
+            }
+        }
+        if progressed {
+            if stop.is_cancelled() {
+                return;
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = station.wake.notified() => {}
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// A station member's own heartbeat: recorded locally when it is the bondsmith, sent to the
+/// bondsmith otherwise.
+async fn station_liveness(node: Arc<NodeContext>, station: Arc<Station>, stop: CancellationToken) {
+    let interval = node.config.timing.liveness_interval();
+    loop {
+        if station.is_bondsmith() {
+            station.heartbeat(station.me);
+        } else if let Some(b) = station.bondsmith() {
+            let req = radiant_proto::HeartbeatRequest {
+                cluster_id: station.spec.cluster_id.clone(),
+                id: node.id,
+                addr: node.config.advertise.clone(),
+            };
+            if let Ok(ch) = node.peers.channel(&b.addr) {
+                let mut client = radiant_proto::station_client::StationClient::new(ch);
+                let mut request = tonic::Request::new(req);
+                request.set_timeout(interval);
+                if let Err(e) = client.heartbeat(request).await {
+                    tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message());
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
