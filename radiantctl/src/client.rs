@@ -17,9 +17,7 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Checks `host:port` so a typo is a usage error, not a timeout.
 pub fn check_addr(addr: &str) -> Result<String> {
     let addr = addr.trim();
-    let ok = addr
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+    let ok = addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
     if !ok {
         return Err(CtlError::Usage(format!("invalid address {addr:?}: expected host:port")));
     }
@@ -28,11 +26,7 @@ pub fn check_addr(addr: &str) -> Result<String> {
 
 /// Parses a comma-separated address list.
 pub fn addr_list(text: &str) -> Result<Vec<String>> {
-    let v: Vec<String> = text
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(check_addr)
-        .collect::<Result<_>>()?;
+    let v: Vec<String> = text.split(',').filter(|s| !s.trim().is_empty()).map(check_addr).collect::<Result<_>>()?;
     if v.is_empty() {
         return Err(CtlError::Usage("empty address list".into()));
     }

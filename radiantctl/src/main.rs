@@ -99,17 +99,8 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     let wait = Duration::from_secs(cli.wait);
     let endpoint = client::check_addr(&cli.endpoint)?;
     match cli.command {
-        Command::Bootstrap {
-            station,
-            shards,
-            replicas,
-        } => {
-            let args = cmd::bootstrap::BootstrapArgs {
-                station: client::addr_list(&station)?,
-                shards,
-                replicas,
-                wait,
-            };
+        Command::Bootstrap { station, shards, replicas } => {
+            let args = cmd::bootstrap::BootstrapArgs { station: client::addr_list(&station)?, shards, replicas, wait };
             let b = cmd::bootstrap::run(&args).await?;
             cmd::bootstrap::print(&b, cli.output);
         }
@@ -125,23 +116,9 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Status => cmd::show::status(&endpoint, cli.output).await?,
         Command::Nodes => cmd::show::nodes(&endpoint, cli.output).await?,
         Command::Events { limit } => cmd::show::events(&endpoint, cli.output, limit).await?,
-        Command::Demo {
-            action: Some(DemoAction::Down { dir }),
-            ..
-        } => cmd::demo::down(&dir)?,
-        Command::Demo {
-            action: None,
-            nodes,
-            station,
-            dir,
-            detach,
-        } => {
-            let args = cmd::demo::DemoArgs {
-                nodes,
-                station,
-                dir,
-                detach,
-            };
+        Command::Demo { action: Some(DemoAction::Down { dir }), .. } => cmd::demo::down(&dir)?,
+        Command::Demo { action: None, nodes, station, dir, detach } => {
+            let args = cmd::demo::DemoArgs { nodes, station, dir, detach };
             cmd::demo::run(&args, cli.output).await?;
         }
     }

@@ -23,7 +23,10 @@ impl Spinner {
     /// Starts a spinner with `msg`.
     pub fn new(msg: impl Into<String>) -> Self {
         let pb = ProgressBar::new_spinner();
-        pb.set_style(ProgressStyle::with_template("{spinner} {msg} ({elapsed})").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         pb.set_message(msg.into());
         pb.enable_steady_tick(Duration::from_millis(100));
         Spinner(pb)

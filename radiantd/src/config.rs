@@ -76,7 +76,7 @@ pub struct RawConfig {
     pub data_dir: Option<PathBuf>,
     /// Raft heartbeat interval.
     pub heartbeat_ms: Option<u64>,
-    /// Raft election timeout (lower bound; the upper bound is twice this).
+    /// Raft election timeout (lower bound; the upper bound is 1.5 times this).
     pub election_timeout_ms: Option<u64>,
     /// Base delay between phone-home attempts (jittered, doubled up to 16x).
     pub phone_home_backoff_ms: Option<u64>,
@@ -112,7 +112,7 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(500),
+            election_timeout: Duration::from_millis(400),
             phone_home_backoff: Duration::from_millis(300),
         }
     }
@@ -133,10 +133,8 @@ impl Timing {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Self::parse(path, &text)
     }
 
@@ -145,7 +143,13 @@ impl Config {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let location = e
                 .span()
-                .map(|s| format!("line {}: ", line_of(text, s.start)))
+                .map(|s| {
+                    let line = line_of(text, s.start);
+                    match key_on_line(text, line) {
+                        Some(key) => format!("line {line}, key `{key}`: "),
+                        None => format!("line {line}: "),
+                    }
+                })
                 .unwrap_or_default();
             ConfigError::Parse {
                 path: path.to_path_buf(),
@@ -160,23 +164,14 @@ impl Config {
 impl RawConfig {
     /// Checks every key and the rules between keys, and prepares the data dir.
     pub fn validate(self, path: &Path) -> Result<Config, ConfigError> {
-        let invalid = |key: &'static str, reason: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            reason,
-        };
+        let invalid =
+            |key: &'static str, reason: String| ConfigError::Invalid { path: path.to_path_buf(), key, reason };
         if let Some(v) = self.version
             && v != CONFIG_VERSION
         {
-            return Err(invalid(
-                "version",
-                format!("this radiantd reads version {CONFIG_VERSION}, the file says {v}"),
-            ));
+            return Err(invalid("version", format!("this radiantd reads version {CONFIG_VERSION}, the file says {v}")));
         }
-        let listen_text = self.listen.ok_or(ConfigError::Missing {
-            path: path.to_path_buf(),
-            key: "listen",
-        })?;
+        let listen_text = self.listen.ok_or(ConfigError::Missing { path: path.to_path_buf(), key: "listen" })?;
         let listen = parse_addr(&listen_text).map_err(|r| invalid("listen", r))?;
         let advertise = match self.advertise {
             Some(a) => {
@@ -184,18 +179,12 @@ impl RawConfig {
                 a
             }
             None if listen.ip().is_unspecified() => {
-                return Err(invalid(
-                    "advertise",
-                    format!("required when `listen` is the wildcard address {listen}"),
-                ));
+                return Err(invalid("advertise", format!("required when `listen` is the wildcard address {listen}")));
             }
             None => listen.to_string(),
         };
         if advertise.ends_with(":0") {
-            return Err(invalid(
-                "advertise",
-                "port 0 cannot be advertised; give a fixed port".into(),
-            ));
+            return Err(invalid("advertise", "port 0 cannot be advertised; give a fixed port".into()));
         }
         let name = match self.name {
             Some(n) if n.trim().is_empty() => return Err(invalid("name", "must not be empty".into())),
@@ -203,25 +192,14 @@ impl RawConfig {
             Some(n) => n,
             None => advertise.clone(),
         };
-        let data_dir = self.data_dir.ok_or(ConfigError::Missing {
-            path: path.to_path_buf(),
-            key: "data_dir",
-        })?;
+        let data_dir = self.data_dir.ok_or(ConfigError::Missing { path: path.to_path_buf(), key: "data_dir" })?;
         prepare_data_dir(&data_dir).map_err(|r| invalid("data_dir", r))?;
 
         let defaults = Timing::default();
-        let heartbeat = self
-            .heartbeat_ms
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.heartbeat);
-        let election_timeout = self
-            .election_timeout_ms
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.election_timeout);
-        let phone_home_backoff = self
-            .phone_home_backoff_ms
-            .map(Duration::from_millis)
-            .unwrap_or(defaults.phone_home_backoff);
+        let heartbeat = self.heartbeat_ms.map(Duration::from_millis).unwrap_or(defaults.heartbeat);
+        let election_timeout = self.election_timeout_ms.map(Duration::from_millis).unwrap_or(defaults.election_timeout);
+        let phone_home_backoff =
+            self.phone_home_backoff_ms.map(Duration::from_millis).unwrap_or(defaults.phone_home_backoff);
         if heartbeat.is_zero() {
             return Err(invalid("heartbeat_ms", "must be above 0".into()));
         }
@@ -243,11 +221,7 @@ impl RawConfig {
             listen,
             advertise,
             data_dir,
-            timing: Timing {
-                heartbeat,
-                election_timeout,
-                phone_home_backoff,
-            },
+            timing: Timing { heartbeat, election_timeout, phone_home_backoff },
         })
     }
 }
@@ -257,14 +231,11 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = text.parse::<SocketAddr>() {
         return Ok(a);
     }
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{text:?} is not host:port"))?;
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| format!("{text:?} is not host:port"))?;
     if host.is_empty() {
         return Err(format!("{text:?} has no host"));
     }
-    port.parse::<u16>()
-        .map_err(|_| format!("{text:?} has no valid port"))?;
+    port.parse::<u16>().map_err(|_| format!("{text:?} has no valid port"))?;
     text.to_socket_addrs()
         .map_err(|e| format!("{text:?} does not resolve: {e}"))?
         .next()
@@ -280,6 +251,14 @@ fn prepare_data_dir(dir: &Path) -> Result<(), String> {
     std::fs::write(&probe, b"probe").map_err(|e| format!("{} is not writable: {e}", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// The key assigned on a `key = value` line, so a type error names the key.
+fn key_on_line(text: &str, line: usize) -> Option<&str> {
+    let l = text.lines().nth(line.checked_sub(1)?)?;
+    let (key, _) = l.split_once('=')?;
+    let key = key.trim();
+    (!key.is_empty() && !key.starts_with('[')).then_some(key)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -320,11 +299,9 @@ mod tests {
         assert!(e.contains("`listen`"), "{e}");
         let e = parse(&format!("listen = \"0.0.0.0:1\"\n{d}")).unwrap_err().to_string();
         assert!(e.contains("`advertise`"), "{e}");
-        let e = parse(&format!(
-            "listen = \"127.0.0.1:1\"\nheartbeat_ms = 100\nelection_timeout_ms = 150\n{d}"
-        ))
-        .unwrap_err()
-        .to_string();
+        let e = parse(&format!("listen = \"127.0.0.1:1\"\nheartbeat_ms = 100\nelection_timeout_ms = 150\n{d}"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("election_timeout_ms"), "{e}");
     }
 

@@ -31,9 +31,7 @@ pub struct Identity {
 pub fn node_id_for(addr: &str) -> NodeId {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let h = addr
-        .bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    let h = addr.bytes().fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
     if h == 0 { 1 } else { h }
 }
 
@@ -43,10 +41,7 @@ pub fn load_or_create(data_dir: &Path, advertise: &str) -> Result<Identity, Pers
     if let Some(id) = persist::load::<Identity>(&path, IDENTITY_VERSION)? {
         return Ok(id);
     }
-    let id = Identity {
-        id: node_id_for(advertise),
-        first_advertise: advertise.to_string(),
-    };
+    let id = Identity { id: node_id_for(advertise), first_advertise: advertise.to_string() };
     persist::save(&path, IDENTITY_VERSION, &id)?;
     Ok(id)
 }

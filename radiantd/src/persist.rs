@@ -52,10 +52,7 @@ struct Envelope<T> {
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync of the directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
-    let io = |source| PersistError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| PersistError::Io { path: path.to_path_buf(), source };
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp).map_err(io)?;
@@ -71,14 +68,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
 
 /// Saves `body` under a format version.
 pub fn save<T: Serialize>(path: &Path, version: u32, body: &T) -> Result<(), PersistError> {
-    let env = Envelope {
-        format_version: version,
-        body,
-    };
-    let bytes = serde_json::to_vec_pretty(&env).map_err(|e| PersistError::Corrupt {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let env = Envelope { format_version: version, body };
+    let bytes = serde_json::to_vec_pretty(&env)
+        .map_err(|e| PersistError::Corrupt { path: path.to_path_buf(), reason: e.to_string() })?;
     write_atomic(path, &bytes)
 }
 
@@ -88,27 +80,15 @@ pub fn load<T: DeserializeOwned>(path: &Path, supported: u32) -> Result<Option<T
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(PersistError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
+            return Err(PersistError::Io { path: path.to_path_buf(), source });
         }
     };
-    let corrupt = |reason: String| PersistError::Corrupt {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let corrupt = |reason: String| PersistError::Corrupt { path: path.to_path_buf(), reason };
     let head: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let found = head
-        .get("format_version")
-        .and_then(|v| v.as_u64())
-        .ok_or_else(|| corrupt("no format_version".into()))? as u32;
+    let found =
+        head.get("format_version").and_then(|v| v.as_u64()).ok_or_else(|| corrupt("no format_version".into()))? as u32;
     if found > supported {
-        return Err(PersistError::TooNew {
-            path: path.to_path_buf(),
-            found,
-            supported,
-        });
+        return Err(PersistError::TooNew { path: path.to_path_buf(), found, supported });
     }
     let env: Envelope<T> = serde_json::from_value(head).map_err(|e| corrupt(e.to_string()))?;
     Ok(Some(env.body))

@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use radiant_proto as pb;
 use radiant_proto::station_client::StationClient;
+use rand::Rng;
 
 use crate::node::NodeContext;
 use crate::spec::PhoneHomeSpec;
@@ -49,11 +49,8 @@ pub async fn run(node: Arc<NodeContext>, spec: PhoneHomeSpec, svc: ServiceCtx) -
     let mut target = 0usize;
     loop {
         let addr = spec.station[target % spec.station.len()].clone();
-        let outcome = if acknowledged {
-            heartbeat(&node, &spec, &addr).await
-        } else {
-            announce(&node, &spec, &addr).await
-        };
+        let outcome =
+            if acknowledged { heartbeat(&node, &spec, &addr).await } else { announce(&node, &spec, &addr).await };
         let wait = match outcome {
             Ok(Reply::Acknowledged { epoch }) => {
                 if !acknowledged {
@@ -102,20 +99,12 @@ async fn announce(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resul
     let mut client = StationClient::new(ch);
     let mut req = tonic::Request::new(pb::NodeUpRequest {
         cluster_id: spec.cluster_id.clone(),
-        node: Some(pb::Member {
-            id: node.id,
-            name: node.config.name.clone(),
-            addr: node.config.advertise.clone(),
-        }),
+        node: Some(pb::Member { id: node.id, name: node.config.name.clone(), addr: node.config.advertise.clone() }),
         capacity: capacity(node),
     });
     req.set_timeout(Duration::from_secs(10));
     let resp = client.node_up(req).await.map_err(|s| s.message().to_string())?.into_inner();
-    Ok(if resp.acknowledged {
-        Reply::Acknowledged { epoch: resp.epoch }
-    } else {
-        Reply::NotYet
-    })
+    Ok(if resp.acknowledged { Reply::Acknowledged { epoch: resp.epoch } } else { Reply::NotYet })
 }
 
 async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Result<Reply, String> {
@@ -128,9 +117,5 @@ async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resu
     });
     req.set_timeout(node.config.timing.liveness_interval() * 2);
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();
-    Ok(if resp.known {
-        Reply::Acknowledged { epoch: resp.epoch }
-    } else {
-        Reply::Unknown
-    })
+    Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch } } else { Reply::Unknown })
 }

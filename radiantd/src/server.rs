@@ -64,7 +64,11 @@ fn runner(node: Arc<NodeContext>) -> Runner {
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops its services cleanly.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let ident = identity::load_or_create(&config.data_dir, &config.advertise)?;
     let db_path = config.data_dir.join(DB_FILE);
     let db = match redb::Database::create(&db_path) {
@@ -73,16 +77,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             return Err(ServerError::DataDirInUse(config.data_dir.display().to_string()));
         }
         Err(e) => {
-            return Err(ServerError::Storage {
-                path: db_path.display().to_string(),
-                reason: e.to_string(),
-            });
+            return Err(ServerError::Storage { path: db_path.display().to_string(), reason: e.to_string() });
         }
     };
-    log_store::create_tables(&db).map_err(|e| ServerError::Storage {
-        path: db_path.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    log_store::create_tables(&db)
+        .map_err(|e| ServerError::Storage { path: db_path.display().to_string(), reason: e.to_string() })?;
     tracing::info!(id = ident.id, name = %config.name, addr = %config.advertise, "radiantd starting");
 
     let node = Arc::new(NodeContext::new(config.clone(), ident.id, db));

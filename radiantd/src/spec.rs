@@ -75,10 +75,7 @@ impl ServiceSpec {
         let kind = spec.kind.ok_or(SpecError::Empty)?;
         let spec = match kind {
             pb::service_spec::Kind::Station(s) => {
-                let invalid = |reason: String| SpecError::Invalid {
-                    service: "station",
-                    reason,
-                };
+                let invalid = |reason: String| SpecError::Invalid { service: "station", reason };
                 if ![1, 3, 5].contains(&s.members.len()) {
                     return Err(invalid(format!("a station has 1, 3 or 5 members, not {}", s.members.len())));
                 }
@@ -102,11 +99,7 @@ impl ServiceSpec {
                     members: s
                         .members
                         .into_iter()
-                        .map(|m| MemberInfo {
-                            id: m.id,
-                            name: m.name,
-                            addr: m.addr,
-                        })
+                        .map(|m| MemberInfo { id: m.id, name: m.name, addr: m.addr })
                         .collect(),
                     shards: s.shards,
                     replicas: s.replicas,
@@ -119,10 +112,7 @@ impl ServiceSpec {
                         reason: "no station address given".into(),
                     });
                 }
-                ServiceSpec::PhoneHome(PhoneHomeSpec {
-                    cluster_id: p.cluster_id,
-                    station: p.station,
-                })
+                ServiceSpec::PhoneHome(PhoneHomeSpec { cluster_id: p.cluster_id, station: p.station })
             }
         };
         if spec.cluster_id().is_empty() || spec.cluster_id().len() > 64 {
@@ -154,9 +144,5 @@ impl ServiceSpec {
 
 /// A member's wire form.
 pub fn member_to_proto(m: &MemberInfo) -> pb::Member {
-    pb::Member {
-        id: m.id,
-        name: m.name.clone(),
-        addr: m.addr.clone(),
-    }
+    pb::Member { id: m.id, name: m.name.clone(), addr: m.addr.clone() }
 }

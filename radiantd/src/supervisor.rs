@@ -272,10 +272,7 @@ impl Supervisor {
         let p = Persisted {
             services: entries
                 .values()
-                .map(|e| PersistedService {
-                    spec: e.spec.clone(),
-                    acknowledged: e.acknowledged,
-                })
+                .map(|e| PersistedService { spec: e.spec.clone(), acknowledged: e.acknowledged })
                 .collect(),
         };
         persist::save(&self.path, SERVICES_VERSION, &p)?;
@@ -285,25 +282,19 @@ impl Supervisor {
     fn start(&self, spec: ServiceSpec, acknowledged: bool) -> Entry {
         let cancel = CancellationToken::new();
         let status = Arc::new(Mutex::new(("running", 0u32, String::new())));
-        let ctx = ServiceCtx {
-            cancel: cancel.clone(),
-            acknowledged,
-            name: spec.name(),
-            supervisor: self.me.clone(),
-        };
+        let ctx = ServiceCtx { cancel: cancel.clone(), acknowledged, name: spec.name(), supervisor: self.me.clone() };
         let task = tokio::spawn(supervise(self.runner.clone(), spec.clone(), ctx, status.clone()));
-        Entry {
-            spec,
-            acknowledged,
-            status,
-            cancel,
-            task,
-        }
+        Entry { spec, acknowledged, status, cancel, task }
     }
 }
 
 /// Runs a service until it is cancelled, restarting it on failure or panic.
-async fn supervise(runner: Runner, spec: ServiceSpec, mut ctx: ServiceCtx, status: Arc<Mutex<(&'static str, u32, String)>>) {
+async fn supervise(
+    runner: Runner,
+    spec: ServiceSpec,
+    mut ctx: ServiceCtx,
+    status: Arc<Mutex<(&'static str, u32, String)>>,
+) {
     let set = |state: &'static str, err: Option<String>| {
         let mut s = status.lock().unwrap_or_else(|p| p.into_inner());
         s.0 = state;
@@ -315,9 +306,7 @@ async fn supervise(runner: Runner, spec: ServiceSpec, mut ctx: ServiceCtx, statu
     let mut failures: VecDeque<Instant> = VecDeque::new();
     loop {
         set("running", None);
-        let outcome = std::panic::AssertUnwindSafe(runner(spec.clone(), ctx.clone()))
-            .catch_unwind()
-            .await;
+        let outcome = std::panic::AssertUnwindSafe(runner(spec.clone(), ctx.clone())).catch_unwind().await;
         if ctx.cancel.is_cancelled() {
             set("stopped", None);
             return;
@@ -360,17 +349,16 @@ mod tests {
     use crate::spec::PhoneHomeSpec;
 
     fn phone_home(cluster: &str) -> ServiceSpec {
-        ServiceSpec::PhoneHome(PhoneHomeSpec {
-            cluster_id: cluster.into(),
-            station: vec!["127.0.0.1:1".into()],
-        })
+        ServiceSpec::PhoneHome(PhoneHomeSpec { cluster_id: cluster.into(), station: vec!["127.0.0.1:1".into()] })
     }
 
     fn waiting_runner() -> Runner {
-        Arc::new(|_, ctx: ServiceCtx| Box::pin(async move {
-            ctx.cancel.cancelled().await;
-            Ok(())
-        }))
+        Arc::new(|_, ctx: ServiceCtx| {
+            Box::pin(async move {
+                ctx.cancel.cancelled().await;
+                Ok(())
+            })
+        })
     }
 
     #[tokio::test]

@@ -64,10 +64,7 @@ async fn station_spec_of(addr: &str) -> Result<Option<pb::StationSpec>> {
 /// Runs the bootstrap.
 pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
     if ![1, 3, 5].contains(&args.station.len()) {
-        return Err(CtlError::Usage(format!(
-            "a station has 1, 3 or 5 members, {} given",
-            args.station.len()
-        )));
+        return Err(CtlError::Usage(format!("a station has 1, 3 or 5 members, {} given", args.station.len())));
     }
     if args.station.iter().collect::<BTreeSet<_>>().len() != args.station.len() {
         return Err(CtlError::Usage("station hosts must be distinct".into()));
@@ -86,11 +83,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
         hosts.push((addr.clone(), st));
     }
 
-    let clusters: BTreeSet<&str> = hosts
-        .iter()
-        .map(|(_, s)| s.cluster_id.as_str())
-        .filter(|c| !c.is_empty())
-        .collect();
+    let clusters: BTreeSet<&str> = hosts.iter().map(|(_, s)| s.cluster_id.as_str()).filter(|c| !c.is_empty()).collect();
     let wanted: BTreeSet<u64> = hosts.iter().map(|(_, s)| s.id).collect();
     if wanted.len() != hosts.len() {
         return Err(CtlError::Usage("two station addresses reach the same node".into()));
@@ -101,11 +94,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
                 cluster_id: new_cluster_id()?,
                 members: hosts
                     .iter()
-                    .map(|(_, s)| pb::Member {
-                        id: s.id,
-                        name: s.name.clone(),
-                        addr: s.addr.clone(),
-                    })
+                    .map(|(_, s)| pb::Member { id: s.id, name: s.name.clone(), addr: s.addr.clone() })
                     .collect(),
                 shards: args.shards,
                 replicas: args.replicas,
@@ -151,9 +140,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
         spinner.set(format!("spawning the station on {addr}"));
         client::supervisor(addr)?
             .spawn(pb::SpawnRequest {
-                spec: Some(pb::ServiceSpec {
-                    kind: Some(pb::service_spec::Kind::Station(spec.clone())),
-                }),
+                spec: Some(pb::ServiceSpec { kind: Some(pb::service_spec::Kind::Station(spec.clone())) }),
             })
             .await
             .map_err(|s| CtlError::from_status(addr, s))?;
@@ -167,11 +154,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
         }
     })
     .await?;
-    Ok(Bootstrapped {
-        cluster_id,
-        created,
-        map,
-    })
+    Ok(Bootstrapped { cluster_id, created, map })
 }
 
 /// Prints the outcome.

@@ -66,7 +66,9 @@ pub fn radiantd_binary() -> Result<PathBuf> {
             }
         }
     }
-    Err(CtlError::Failed("radiantd not found beside radiantctl or on PATH; build it with `cargo build --release`".into()))
+    Err(CtlError::Failed(
+        "radiantd not found beside radiantctl or on PATH; build it with `cargo build --release`".into(),
+    ))
 }
 
 fn free_ports(n: usize) -> Result<Vec<u16>> {
@@ -91,10 +93,7 @@ fn start_node(binary: &Path, dir: &Path, name: &str, port: u16) -> Result<(DemoN
     std::fs::create_dir_all(&node_dir).map_err(|e| io_fail("cannot create", &node_dir, e))?;
     let addr = format!("127.0.0.1:{port}");
     let config = node_dir.join("radiantd.toml");
-    let text = format!(
-        "name = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n",
-        node_dir.join("data").display()
-    );
+    let text = format!("name = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n", node_dir.join("data").display());
     std::fs::write(&config, text).map_err(|e| io_fail("cannot write", &config, e))?;
     let log_path = node_dir.join("radiantd.log");
     let log = std::fs::File::create(&log_path).map_err(|e| io_fail("cannot create", &log_path, e))?;
@@ -104,18 +103,8 @@ fn start_node(binary: &Path, dir: &Path, name: &str, port: u16) -> Result<(DemoN
     // Own process group: Ctrl-C in the terminal reaches radiantctl only, which then stops the
     // nodes cleanly instead of having them killed mid-write.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd
-        .spawn()
-        .map_err(|e| CtlError::Failed(format!("cannot start {}: {e}", binary.display())))?;
-    Ok((
-        DemoNode {
-            name: name.to_string(),
-            addr,
-            pid: child.id(),
-            dir: node_dir,
-        },
-        child,
-    ))
+    let child = cmd.spawn().map_err(|e| CtlError::Failed(format!("cannot start {}: {e}", binary.display())))?;
+    Ok((DemoNode { name: name.to_string(), addr, pid: child.id(), dir: node_dir }, child))
 }
 
 fn alive(pid: u32) -> bool {
@@ -243,21 +232,10 @@ async fn bring_up(state: &DemoState, args: &DemoArgs) -> Result<()> {
     }
     drop(spinner);
     let station = addrs[..args.station].to_vec();
-    bootstrap::run(&bootstrap::BootstrapArgs {
-        station: station.clone(),
-        shards: 64,
-        replicas: 3,
-        wait,
-    })
-    .await?;
+    bootstrap::run(&bootstrap::BootstrapArgs { station: station.clone(), shards: 64, replicas: 3, wait }).await?;
     let satellites = addrs[args.station..].to_vec();
     if !satellites.is_empty() {
-        join::run(&join::JoinArgs {
-            bondsmith: station,
-            hosts: satellites,
-            wait,
-        })
-        .await?;
+        join::run(&join::JoinArgs { bondsmith: station, hosts: satellites, wait }).await?;
     }
     Ok(())
 }

@@ -66,11 +66,8 @@ pub async fn run(args: &JoinArgs) -> Result<Vec<Joined>> {
         }
     })
     .await?;
-    let station: Vec<String> = map
-        .station
-        .iter()
-        .filter_map(|id| map.nodes.iter().find(|n| n.id == *id).map(|n| n.addr.clone()))
-        .collect();
+    let station: Vec<String> =
+        map.station.iter().filter_map(|id| map.nodes.iter().find(|n| n.id == *id).map(|n| n.addr.clone())).collect();
     let mut out = Vec::new();
     let mut pending = Vec::new();
     for host in &args.hosts {
@@ -84,12 +81,7 @@ pub async fn run(args: &JoinArgs) -> Result<Vec<Joined>> {
         }
         let joined_in_map = map.nodes.iter().any(|n| n.id == st.id && n.state != "station");
         if joined_in_map && phone_home_acknowledged(host).await? == Some(true) {
-            out.push(Joined {
-                host: host.clone(),
-                id: st.id,
-                name: st.name,
-                result: "already joined".into(),
-            });
+            out.push(Joined { host: host.clone(), id: st.id, name: st.name, result: "already joined".into() });
             continue;
         }
         spinner.set(format!("spawning phone-home on {host}"));
@@ -108,16 +100,9 @@ pub async fn run(args: &JoinArgs) -> Result<Vec<Joined>> {
     }
     for (host, st) in pending {
         spinner.set(format!("waiting for the bondsmith to register {host}"));
-        client::wait_for(args.wait, || async {
-            Ok(phone_home_acknowledged(&host).await?.filter(|a| *a).map(|_| ()))
-        })
-        .await?;
-        out.push(Joined {
-            host,
-            id: st.id,
-            name: st.name,
-            result: "joined".into(),
-        });
+        client::wait_for(args.wait, || async { Ok(phone_home_acknowledged(&host).await?.filter(|a| *a).map(|_| ())) })
+            .await?;
+        out.push(Joined { host, id: st.id, name: st.name, result: "joined".into() });
     }
     Ok(out)
 }
@@ -125,10 +110,11 @@ pub async fn run(args: &JoinArgs) -> Result<Vec<Joined>> {
 /// Prints the outcome.
 pub fn print(rows: &[Joined], output: Output) {
     match output {
-        Output::Json => print_json(&json!(rows
-            .iter()
-            .map(|r| json!({"host": r.host, "id": r.id.to_string(), "name": r.name, "result": r.result}))
-            .collect::<Vec<_>>())),
+        Output::Json => print_json(&json!(
+            rows.iter()
+                .map(|r| json!({"host": r.host, "id": r.id.to_string(), "name": r.name, "result": r.result}))
+                .collect::<Vec<_>>()
+        )),
         Output::Table => println!("{}", Table::new(rows).with(Style::sharp())),
     }
 }

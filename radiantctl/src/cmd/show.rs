@@ -138,17 +138,18 @@ pub async fn events(endpoint: &str, output: Output, limit: u32) -> Result<()> {
         .map_err(|s| CtlError::from_status(endpoint, s))?
         .into_inner();
     match output {
-        Output::Json => print_json(&json!(resp
-            .entries
-            .iter()
-            .map(|e| json!({
-                "epoch": e.epoch,
-                "at_unix_ms": e.at_unix_ms,
-                "action": e.action,
-                "reason": e.reason,
-                "bondsmith": e.bondsmith.to_string(),
-            }))
-            .collect::<Vec<_>>())),
+        Output::Json => print_json(&json!(
+            resp.entries
+                .iter()
+                .map(|e| json!({
+                    "epoch": e.epoch,
+                    "at_unix_ms": e.at_unix_ms,
+                    "action": e.action,
+                    "reason": e.reason,
+                    "bondsmith": e.bondsmith.to_string(),
+                }))
+                .collect::<Vec<_>>()
+        )),
         Output::Table => {
             let rows = resp.entries.iter().map(|e| EventRow {
                 epoch: e.epoch,

@@ -24,7 +24,11 @@ impl RaftApi {
         Self { node }
     }
 
-    async fn dispatch(&self, method: RaftMethod, req: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
+    async fn dispatch(
+        &self,
+        method: RaftMethod,
+        req: Request<pb::RaftRequest>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
         let req = req.into_inner();
         // A node of another cluster must never vote in or append to ours.
         if req.group == STATION_GROUP

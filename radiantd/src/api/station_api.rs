@@ -36,11 +36,7 @@ enum Route {
 }
 
 fn hops<T>(req: &Request<T>) -> u32 {
-    req.metadata()
-        .get(HOPS)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    req.metadata().get(HOPS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 impl StationApi {
@@ -73,7 +69,13 @@ impl StationApi {
     }
 
     /// Sends the request to the first target that answers.
-    async fn forward<Req, Resp, F, Fut>(&self, targets: Vec<String>, hops: u32, req: Req, call: F) -> Result<Response<Resp>, Status>
+    async fn forward<Req, Resp, F, Fut>(
+        &self,
+        targets: Vec<String>,
+        hops: u32,
+        req: Req,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
     where
         Req: Clone,
         F: Fn(StationClient<Channel>, Request<Req>) -> Fut,
@@ -120,13 +122,7 @@ impl StationApi {
 /// The wire form of the map.
 pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
     let member = |id| {
-        map.nodes.get(&id).map(|n| {
-            member_to_proto(&MemberInfo {
-                id,
-                name: n.name.clone(),
-                addr: n.addr.clone(),
-            })
-        })
+        map.nodes.get(&id).map(|n| member_to_proto(&MemberInfo { id, name: n.name.clone(), addr: n.addr.clone() }))
     };
     pb::ClusterMap {
         cluster_id: map.cluster_id.clone(),
@@ -162,15 +158,13 @@ impl StationRpc for StationApi {
             return Err(Status::invalid_argument("NodeUp needs a non-zero node id and an address"));
         }
         match self.route(hops)? {
-            Route::Remote(targets) => self.forward(targets, hops, body, |mut c, r| async move { c.node_up(r).await }).await,
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.node_up(r).await }).await
+            }
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {} ({})", node.name, node.addr))?;
                 let announce = Announce {
-                    node: MemberInfo {
-                        id: node.id,
-                        name: node.name,
-                        addr: node.addr,
-                    },
+                    node: MemberInfo { id: node.id, name: node.name, addr: node.addr },
                     capacity: body.capacity,
                 };
                 let epoch = station.node_up(announce, Duration::from_secs(5)).await;
@@ -188,14 +182,13 @@ impl StationRpc for StationApi {
         let hops = hops(&req);
         let body = req.into_inner();
         match self.route(hops)? {
-            Route::Remote(targets) => self.forward(targets, hops, body, |mut c, r| async move { c.heartbeat(r).await }).await,
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.heartbeat(r).await }).await
+            }
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {}", body.addr))?;
                 let known = station.heartbeat(body.id);
-                Ok(Response::new(pb::HeartbeatResponse {
-                    epoch: station.view.with(|m| m.epoch),
-                    known,
-                }))
+                Ok(Response::new(pb::HeartbeatResponse { epoch: station.view.with(|m| m.epoch), known }))
             }
         }
     }
@@ -204,7 +197,9 @@ impl StationRpc for StationApi {
         let hops = hops(&req);
         let body = req.into_inner();
         match self.route(hops)? {
-            Route::Remote(targets) => self.forward(targets, hops, body, |mut c, r| async move { c.get_map(r).await }).await,
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.get_map(r).await }).await
+            }
             Route::Local(station) => Ok(Response::new(map_to_proto(&Self::linearizable_map(&station).await?))),
         }
     }
@@ -213,7 +208,9 @@ impl StationRpc for StationApi {
         let hops = hops(&req);
         let body = req.into_inner();
         match self.route(hops)? {
-            Route::Remote(targets) => self.forward(targets, hops, body, |mut c, r| async move { c.events(r).await }).await,
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.events(r).await }).await
+            }
             Route::Local(station) => {
                 let map = Self::linearizable_map(&station).await?;
                 let limit = if body.limit == 0 { usize::MAX } else { body.limit as usize };

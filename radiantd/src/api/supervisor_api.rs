@@ -49,10 +49,7 @@ fn status_of(e: SupervisorError) -> Status {
 #[tonic::async_trait]
 impl SupervisorRpc for SupervisorApi {
     async fn spawn(&self, req: Request<pb::SpawnRequest>) -> Result<Response<pb::SpawnResponse>, Status> {
-        let spec = req
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spawn request has no spec"))?;
+        let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spawn request has no spec"))?;
         let spec = ServiceSpec::from_proto(spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let ServiceSpec::Station(s) = &spec
             && !s.members.iter().any(|m| m.id == self.node.id)
@@ -77,12 +74,7 @@ impl SupervisorRpc for SupervisorApi {
     }
 
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
-        let services = self
-            .supervisor
-            .list()
-            .into_iter()
-            .filter_map(|s| self.info(&s.name))
-            .collect();
+        let services = self.supervisor.list().into_iter().filter_map(|s| self.info(&s.name)).collect();
         Ok(Response::new(pb::ListResponse { services }))
     }
 

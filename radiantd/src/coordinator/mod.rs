@@ -67,11 +67,7 @@ pub struct Planned {
 
 impl Observed {
     fn alive(&self, id: NodeId) -> bool {
-        id == self.me
-            || self
-                .last_seen
-                .get(&id)
-                .is_some_and(|&t| self.now_ms.saturating_sub(t) < self.down_after_ms)
+        id == self.me || self.last_seen.get(&id).is_some_and(|&t| self.now_ms.saturating_sub(t) < self.down_after_ms)
     }
 }
 
@@ -95,10 +91,7 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Planned> {
             None => "first bondsmith elected".to_string(),
             Some(old) => format!("station leadership moved from {old}"),
         };
-        out.push(Planned {
-            change: MapChange::SetBondsmith { id: obs.me },
-            reason,
-        });
+        out.push(Planned { change: MapChange::SetBondsmith { id: obs.me }, reason });
     }
     for (id, a) in &obs.announced {
         let reason = match map.nodes.get(id) {
@@ -109,13 +102,7 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Planned> {
             }
             Some(_) => continue,
         };
-        out.push(Planned {
-            change: MapChange::Register {
-                node: a.node.clone(),
-                capacity: a.capacity,
-            },
-            reason,
-        });
+        out.push(Planned { change: MapChange::Register { node: a.node.clone(), capacity: a.capacity }, reason });
     }
     let settled = obs.now_ms.saturating_sub(obs.leader_since_ms) >= obs.down_after_ms;
     for node in map.nodes.values() {
@@ -123,17 +110,14 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Planned> {
         if node.up && !alive && settled {
             let reason = match obs.last_seen.get(&node.id) {
                 Some(t) => format!("heartbeat lost: none for {} ms", obs.now_ms.saturating_sub(*t)),
-                None => format!("heartbeat lost: none since this bondsmith took over {} ms ago", obs.now_ms - obs.leader_since_ms),
+                None => format!(
+                    "heartbeat lost: none since this bondsmith took over {} ms ago",
+                    obs.now_ms - obs.leader_since_ms
+                ),
             };
-            out.push(Planned {
-                change: MapChange::MarkDown { id: node.id },
-                reason,
-            });
+            out.push(Planned { change: MapChange::MarkDown { id: node.id }, reason });
         } else if !node.up && alive {
-            out.push(Planned {
-                change: MapChange::MarkUp { id: node.id },
-                reason: "heartbeat resumed".into(),
-            });
+            out.push(Planned { change: MapChange::MarkUp { id: node.id }, reason: "heartbeat resumed".into() });
         }
     }
     out

@@ -3,11 +3,7 @@ use crate::station::map::StationCommand;
 use crate::station::map::StationResponse;
 
 fn member(id: NodeId) -> MemberInfo {
-    MemberInfo {
-        id,
-        name: format!("n{id}"),
-        addr: format!("127.0.0.1:{}", 7000 + id),
-    }
+    MemberInfo { id, name: format!("n{id}"), addr: format!("127.0.0.1:{}", 7000 + id) }
 }
 
 fn observed(me: NodeId) -> Observed {
@@ -66,14 +62,8 @@ fn announced_nodes_are_registered_once() {
     let mut map = ClusterMap::default();
     let mut obs = observed(1);
     converge(&mut map, &obs);
-    obs.announced.insert(4, Announce {
-        node: member(4),
-        capacity: 10,
-    });
-    obs.announced.insert(2, Announce {
-        node: member(2),
-        capacity: 0,
-    });
+    obs.announced.insert(4, Announce { node: member(4), capacity: 10 });
+    obs.announced.insert(2, Announce { node: member(2), capacity: 0 });
     obs.last_seen.insert(4, 9_500);
     let planned = plan(&map, &obs);
     assert_eq!(planned.len(), 2, "{planned:?}");
@@ -91,10 +81,10 @@ fn silent_nodes_go_down_and_come_back() {
     converge(&mut map, &obs);
     obs.last_seen.insert(3, 5_000);
     let planned = plan(&map, &obs);
-    assert_eq!(planned, vec![Planned {
-        change: MapChange::MarkDown { id: 3 },
-        reason: "heartbeat lost: none for 5000 ms".into(),
-    }]);
+    assert_eq!(
+        planned,
+        vec![Planned { change: MapChange::MarkDown { id: 3 }, reason: "heartbeat lost: none for 5000 ms".into() }]
+    );
     converge(&mut map, &obs);
     assert_eq!(map.nodes[&3].state(), "down");
     obs.last_seen.insert(3, 9_900);

@@ -58,22 +58,14 @@ pub struct LogStore<C> {
 
 impl<C> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        Self {
-            db: self.db.clone(),
-            group: self.group,
-            _c: PhantomData,
-        }
+        Self { db: self.db.clone(), group: self.group, _c: PhantomData }
     }
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
     /// The log of `group` in `db` (whose tables [`create_tables`] made).
     pub fn new(db: Arc<Database>, group: GroupId) -> Self {
-        Self {
-            db,
-            group,
-            _c: PhantomData,
-        }
+        Self { db, group, _c: PhantomData }
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -87,7 +79,9 @@ impl<C: RaftTypeConfig> LogStore<C> {
 
     /// Runs a durable write transaction off the async runtime.
     async fn write<F>(&self, f: F) -> io::Result<()>
-    where F: FnOnce(&redb::WriteTransaction, GroupId) -> Result<(), redb::Error> + Send + 'static {
+    where
+        F: FnOnce(&redb::WriteTransaction, GroupId) -> Result<(), redb::Error> + Send + 'static,
+    {
         let db = self.db.clone();
         let group = self.group;
         tokio::task::spawn_blocking(move || {
@@ -110,7 +104,8 @@ impl<C: RaftTypeConfig> LogStore<C> {
 }
 
 impl<C> RaftLogReader<C> for LogStore<C>
-where C: RaftTypeConfig
+where
+    C: RaftTypeConfig,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -146,7 +141,8 @@ where C: RaftTypeConfig
 }
 
 impl<C> RaftLogStorage<C> for LogStore<C>
-where C: RaftTypeConfig
+where
+    C: RaftTypeConfig,
 {
     type LogReader = Self;
 
@@ -164,10 +160,7 @@ where C: RaftTypeConfig
                 None => None,
             }
         };
-        Ok(LogState {
-            last_log_id: last.or_else(|| last_purged_log_id.clone()),
-            last_purged_log_id,
-        })
+        Ok(LogState { last_log_id: last.or_else(|| last_purged_log_id.clone()), last_purged_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {

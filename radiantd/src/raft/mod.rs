@@ -26,7 +26,9 @@ pub fn openraft_config(cluster: &str, timing: &Timing) -> Result<openraft::Confi
         cluster_name: cluster.to_string(),
         heartbeat_interval: timing.heartbeat.as_millis() as u64,
         election_timeout_min: election,
-        election_timeout_max: election * 2,
+        // openraft's leader lease equals election_timeout_max: a follower refuses votes until
+        // it expires. A narrow window keeps failover short without making elections collide.
+        election_timeout_max: election * 3 / 2,
         install_snapshot_timeout: Duration::from_secs(10).as_millis() as u64,
         enable_pre_vote: Some(true),
         ..Default::default()

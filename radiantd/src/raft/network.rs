@@ -86,18 +86,13 @@ pub struct NetworkFactory<C> {
 impl<C> NetworkFactory<C> {
     /// A factory for `group` of `cluster_id`, sending as node `me`.
     pub fn new(peers: Peers, group: GroupId, cluster_id: String, me: NodeId) -> Self {
-        Self {
-            peers,
-            group,
-            cluster_id,
-            me,
-            _c: PhantomData,
-        }
+        Self { peers, group, cluster_id, me, _c: PhantomData }
     }
 }
 
 impl<C> RaftNetworkFactory<C> for NetworkFactory<C>
-where C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
 {
     type Network = Connection<C>;
 
@@ -179,7 +174,8 @@ fn rpc_err<C: RaftTypeConfig>(e: CallError) -> RPCError<C> {
 }
 
 impl<C> RaftNetworkV2<C> for Connection<C>
-where C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>
+where
+    C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
 {
     type SnapshotData = Vec<u8>;
 

@@ -82,10 +82,7 @@ where
                     codec::encode(&r)?
                 }
                 RaftMethod::TransferLeader => {
-                    let r = raft
-                        .handle_transfer_leader(codec::decode(&payload)?)
-                        .await
-                        .map_err(|e| stopped(&e))?;
+                    let r = raft.handle_transfer_leader(codec::decode(&payload)?).await.map_err(|e| stopped(&e))?;
                     codec::encode(&r)?
                 }
             };
@@ -103,27 +100,16 @@ pub struct Registry {
 impl Registry {
     /// Makes `group` reachable from peers.
     pub fn register(&self, group: GroupId, handler: Arc<dyn GroupHandler>) {
-        self.groups
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(group, handler);
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, handler);
     }
 
     /// Stops routing to `group`.
     pub fn unregister(&self, group: GroupId) {
-        self.groups
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&group);
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
     }
 
     /// The handler of `group`, if it runs here.
     pub fn get(&self, group: GroupId) -> Result<Arc<dyn GroupHandler>, TransportError> {
-        self.groups
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&group)
-            .cloned()
-            .ok_or(TransportError::NoGroup(group))
+        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned().ok_or(TransportError::NoGroup(group))
     }
 }

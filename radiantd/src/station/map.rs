@@ -133,12 +133,7 @@ pub enum MapChange {
 impl fmt::Display for MapChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MapChange::Init {
-                cluster_id,
-                shards,
-                replicas,
-                station,
-            } => write!(
+            MapChange::Init { cluster_id, shards, replicas, station } => write!(
                 f,
                 "init cluster {cluster_id} (shards={shards}, replicas={replicas}, station={})",
                 station.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
@@ -222,12 +217,7 @@ impl ClusterMap {
 
     fn apply_change(&mut self, change: &MapChange) -> Result<(), String> {
         match change {
-            MapChange::Init {
-                cluster_id,
-                shards,
-                replicas,
-                station,
-            } => {
+            MapChange::Init { cluster_id, shards, replicas, station } => {
                 if !self.cluster_id.is_empty() {
                     return Err(format!("map already initialized for cluster {}", self.cluster_id));
                 }
@@ -236,14 +226,17 @@ impl ClusterMap {
                 self.replicas = *replicas;
                 self.station = station.iter().map(|m| m.id).collect();
                 for m in station {
-                    self.nodes.insert(m.id, NodeRecord {
-                        id: m.id,
-                        name: m.name.clone(),
-                        addr: m.addr.clone(),
-                        capacity: 0,
-                        joined: false,
-                        up: true,
-                    });
+                    self.nodes.insert(
+                        m.id,
+                        NodeRecord {
+                            id: m.id,
+                            name: m.name.clone(),
+                            addr: m.addr.clone(),
+                            capacity: 0,
+                            joined: false,
+                            up: true,
+                        },
+                    );
                 }
             }
             MapChange::SetBondsmith { id } => {
@@ -297,21 +290,11 @@ mod tests {
     use super::*;
 
     fn member(id: NodeId) -> MemberInfo {
-        MemberInfo {
-            id,
-            name: format!("n{id}"),
-            addr: format!("127.0.0.1:{id}"),
-        }
+        MemberInfo { id, name: format!("n{id}"), addr: format!("127.0.0.1:{id}") }
     }
 
     fn cmd(epoch: u64, change: MapChange) -> StationCommand {
-        StationCommand {
-            expected_epoch: epoch,
-            at_unix_ms: 1,
-            by: 1,
-            change,
-            reason: "test".into(),
-        }
+        StationCommand { expected_epoch: epoch, at_unix_ms: 1, by: 1, change, reason: "test".into() }
     }
 
     fn init() -> MapChange {
@@ -330,10 +313,7 @@ mod tests {
         assert_eq!(map.nodes.len(), 3);
         // Planned at epoch 0 again (e.g. by a deposed bondsmith): refused, map unchanged.
         assert_eq!(map.apply(&cmd(0, init())), StationResponse::Stale { epoch: 1 });
-        let reg = MapChange::Register {
-            node: member(9),
-            capacity: 5,
-        };
+        let reg = MapChange::Register { node: member(9), capacity: 5 };
         assert_eq!(map.apply(&cmd(1, reg)), StationResponse::Applied { epoch: 2 });
         assert_eq!(map.nodes[&9].state(), "spare");
         assert_eq!(map.journal.len(), 2);

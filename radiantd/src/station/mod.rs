@@ -69,11 +69,12 @@ impl Station {
         self.observed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this replica is the bondsmith right now.
+    /// Whether this replica is the bondsmith right now: the leader, with its vote granted by a
+    /// quorum (before that, proposals would bounce with "forward to leader").
     pub fn is_bondsmith(&self) -> bool {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
-        m.state == ServerState::Leader && m.current_leader == Some(self.me)
+        m.state == ServerState::Leader && m.current_leader == Some(self.me) && m.vote.committed
     }
 
     /// The bondsmith as this replica knows it.
@@ -109,8 +110,7 @@ impl Station {
         self.wake.notify_one();
         let mut epochs = self.view.subscribe();
         let registered = || {
-            self.view
-                .with(|m| m.nodes.get(&id).is_some_and(|n| n.joined && n.addr == addr && n.up).then_some(m.epoch))
+            self.view.with(|m| m.nodes.get(&id).is_some_and(|n| n.joined && n.addr == addr && n.up).then_some(m.epoch))
         };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -154,9 +154,7 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
     let (sm, view) = StationStateMachine::open(node.db.clone()).map_err(|e| fail("open state machine", &e))?;
     let log = LogStore::new(node.db.clone(), STATION_GROUP);
     let network = NetworkFactory::new(node.peers.clone(), STATION_GROUP, spec.cluster_id.clone(), me);
-    let raft = StationRaft::new(me, Arc::new(config), network, log, sm)
-        .await
-        .map_err(|e| fail("start raft", &e))?;
+    let raft = StationRaft::new(me, Arc::new(config), network, log, sm).await.map_err(|e| fail("start raft", &e))?;
 
     let station = Arc::new(Station {
         raft: raft.clone(),
@@ -175,7 +173,8 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
     // initial config, the others find it (or receive it) and their call is a no-op.
     let initialized = raft.is_initialized().await.map_err(|e| fail("read state", &e))?;
     if !initialized {
-        let members: BTreeMap<NodeId, BasicNode> = spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
+        let members: BTreeMap<NodeId, BasicNode> =
+            spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
         if let Err(e) = raft.initialize(members).await {
             tracing::info!("station already initialized: {e}");
         }
@@ -246,10 +245,7 @@ async fn follow_leadership(station: Arc<Station>, stop: CancellationToken) {
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The reconcile loop: plan, propose the first change, plan again; on every event and tick.

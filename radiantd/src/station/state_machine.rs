@@ -118,28 +118,15 @@ impl StationStateMachine {
         };
         let (tx, rx) = watch::channel(state.map.epoch);
         let state = Arc::new(RwLock::new(state));
-        let view = MapView {
-            state: state.clone(),
-            epoch: rx,
-        };
-        Ok((
-            Self {
-                db,
-                state,
-                epoch_tx: Arc::new(tx),
-            },
-            view,
-        ))
+        let view = MapView { state: state.clone(), epoch: rx };
+        Ok((Self { db, state, epoch_tx: Arc::new(tx) }, view))
     }
 
     async fn put(&self, key: &'static str, bytes: Vec<u8>) -> io::Result<()> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(STATION_SM)
-                .map_err(io_err)?
-                .insert(key, bytes.as_slice())
-                .map_err(io_err)?;
+            txn.open_table(STATION_SM).map_err(io_err)?.insert(key, bytes.as_slice()).map_err(io_err)?;
             txn.commit().map_err(io_err)
         })
         .await
@@ -149,9 +136,7 @@ impl StationStateMachine {
     fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(STATION_SM).map_err(io_err)?;
-        Ok(redb::ReadableTable::get(&table, key)
-            .map_err(io_err)?
-            .map(|v| v.value().to_vec()))
+        Ok(redb::ReadableTable::get(&table, key).map_err(io_err)?.map(|v| v.value().to_vec()))
     }
 
     fn snapshot_state(&self) -> SmState {
@@ -171,14 +156,9 @@ impl RaftSnapshotBuilder<StationConfig> for StationStateMachine {
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<StationConfig, Vec<u8>>, io::Error> {
         let state = self.snapshot_state();
         let data = codec::encode(&state.map)?;
-        let meta = SnapshotMetaOf::<StationConfig> {
-            last_log_id: state.last_applied,
-            last_membership: state.last_membership,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
+        let meta =
+            SnapshotMetaOf::<StationConfig> { last_log_id: state.last_applied, last_membership: state.last_membership };
+        let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
         self.put(SNAPSHOT, codec::encode(&stored)?).await?;
         Ok(SnapshotOf::<StationConfig, Vec<u8>> { meta, snapshot: data })
     }
@@ -196,7 +176,9 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where Strm: Stream<Item = Result<EntryResponder<StationConfig>, io::Error>> + Unpin + OptionalSend {
+    where
+        Strm: Stream<Item = Result<EntryResponder<StationConfig>, io::Error>> + Unpin + OptionalSend,
+    {
         let mut next = self.snapshot_state();
         let mut replies = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
@@ -231,15 +213,8 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         let map: ClusterMap = codec::decode(&snapshot)?;
-        let next = SmState {
-            last_applied: meta.last_log_id,
-            last_membership: meta.last_membership.clone(),
-            map,
-        };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot,
-        };
+        let next = SmState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), map };
+        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot };
         self.put(SNAPSHOT, codec::encode(&stored)?).await?;
         self.put(STATE, codec::encode(&next)?).await?;
         self.replace_state(next);
@@ -250,10 +225,7 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
         match self.get(SNAPSHOT)? {
             Some(bytes) => {
                 let s: StoredSnapshot = codec::decode(&bytes)?;
-                Ok(Some(SnapshotOf::<StationConfig, Vec<u8>> {
-                    meta: s.meta,
-                    snapshot: s.data,
-                }))
+                Ok(Some(SnapshotOf::<StationConfig, Vec<u8>> { meta: s.meta, snapshot: s.data }))
             }
             None => Ok(None),
         }
