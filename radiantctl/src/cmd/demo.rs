@@ -164,6 +164,10 @@ pub async fn run(args: &DemoArgs, output: Output) -> Result<()> {
         )));
     }
     let binary = radiantd_binary()?;
+    // Listen for Ctrl-C from the start: the nodes run in their own process group, so if
+    // radiantctl died of SIGINT half-way they would be left behind.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| CtlError::Failed(format!("cannot watch for Ctrl-C: {e}")))?;
     let dir = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("radiant-demo-{}", std::process::id())),
@@ -189,7 +193,10 @@ pub async fn run(args: &DemoArgs, output: Output) -> Result<()> {
     std::fs::write(dir.join(STATE_FILE), state_json).map_err(|e| io_fail("cannot write", &dir, e))?;
     let pids: Vec<u32> = state.nodes.iter().map(|n| n.pid).collect();
 
-    let result = bring_up(&state, args).await;
+    let result = tokio::select! {
+        r = bring_up(&state, args) => r,
+        _ = interrupt.recv() => Err(CtlError::Failed("interrupted".into())),
+    };
     if let Err(e) = result {
         stop_children(&mut children);
         let _ = std::fs::remove_file(dir.join(STATE_FILE));
@@ -213,7 +220,7 @@ pub async fn run(args: &DemoArgs, output: Output) -> Result<()> {
         return Ok(());
     }
     eprintln!("\nendpoint {endpoint}; logs in {}; press Ctrl-C to stop", dir.display());
-    let _ = tokio::signal::ctrl_c().await;
+    interrupt.recv().await;
     eprintln!("stopping {} radiants", pids.len());
     stop_children(&mut children);
     let _ = std::fs::remove_file(dir.join(STATE_FILE));
