@@ -89,7 +89,7 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Planned> {
     if map.bondsmith != Some(obs.me) {
         let reason = match map.bondsmith {
             None => "first bondsmith elected".to_string(),
-            Some(old) => format!("station leadership moved from {old}"),
+            Some(old) => format!("station leadership moved from {}", name_of(map, old)),
         };
         out.push(Planned { change: MapChange::SetBondsmith { id: obs.me }, reason });
     }
@@ -121,6 +121,11 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Planned> {
         }
     }
     out
+}
+
+/// A node's name for the journal, or its id if the map does not know it.
+fn name_of(map: &ClusterMap, id: NodeId) -> String {
+    map.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| id.to_string())
 }
 
 #[cfg(test)]

@@ -103,5 +103,5 @@ fn a_new_bondsmith_waits_before_judging_liveness() {
     let planned = plan(&map, &fresh);
     assert_eq!(planned.len(), 1);
     assert_eq!(planned[0].change, MapChange::SetBondsmith { id: 3 });
-    assert_eq!(planned[0].reason, "station leadership moved from 1");
+    assert_eq!(planned[0].reason, "station leadership moved from n1");
 }
