@@ -12,6 +12,7 @@ impl ServiceSpec {
         match &self.kind {
             Some(service_spec::Kind::Station(_)) => "station",
             Some(service_spec::Kind::PhoneHome(_)) => "phone-home",
+            Some(service_spec::Kind::OrderReplica(_)) => "order-replica",
             None => "unknown",
         }
     }
@@ -21,6 +22,7 @@ impl ServiceSpec {
         match &self.kind {
             Some(service_spec::Kind::Station(s)) => Some(&s.cluster_id),
             Some(service_spec::Kind::PhoneHome(p)) => Some(&p.cluster_id),
+            Some(service_spec::Kind::OrderReplica(o)) => Some(&o.cluster_id),
             None => None,
         }
     }

@@ -45,6 +45,12 @@ enum Command {
         /// Replicas per order.
         #[arg(long, default_value_t = 3)]
         replicas: u32,
+        /// Largest key the cluster accepts, in bytes.
+        #[arg(long, default_value_t = 4096)]
+        max_key_bytes: u32,
+        /// Largest value the cluster accepts, in bytes (at most 3 MiB).
+        #[arg(long, default_value_t = 1024 * 1024)]
+        max_value_bytes: u32,
     },
     /// Tell satellites to phone home to the station.
     Join {
@@ -99,8 +105,15 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
     let wait = Duration::from_secs(cli.wait);
     let endpoint = client::check_addr(&cli.endpoint)?;
     match cli.command {
-        Command::Bootstrap { station, shards, replicas } => {
-            let args = cmd::bootstrap::BootstrapArgs { station: client::addr_list(&station)?, shards, replicas, wait };
+        Command::Bootstrap { station, shards, replicas, max_key_bytes, max_value_bytes } => {
+            let args = cmd::bootstrap::BootstrapArgs {
+                station: client::addr_list(&station)?,
+                shards,
+                replicas,
+                max_key_bytes,
+                max_value_bytes,
+                wait,
+            };
             let b = cmd::bootstrap::run(&args).await?;
             cmd::bootstrap::print(&b, cli.output);
         }

@@ -5,13 +5,17 @@ use std::sync::RwLock;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
+use radiant_proto as pb;
 use redb::Database;
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::identity::NodeId;
+use crate::order::OrderReplica;
 use crate::raft::network::Peers;
 use crate::raft::registry::Registry;
 use crate::station::Station;
+use crate::station::map::OrderId;
 
 /// Shared state of one node.
 pub struct NodeContext {
@@ -27,6 +31,9 @@ pub struct NodeContext {
     pub registry: Registry,
     station: RwLock<Option<Arc<Station>>>,
     phone_home_targets: RwLock<Vec<String>>,
+    orders: RwLock<std::collections::BTreeMap<OrderId, Arc<OrderReplica>>>,
+    report: Notify,
+    map_cache: RwLock<Option<Arc<pb::ClusterMap>>>,
     ready: AtomicBool,
 }
 
@@ -41,6 +48,9 @@ impl NodeContext {
             registry: Registry::default(),
             station: RwLock::new(None),
             phone_home_targets: RwLock::new(Vec::new()),
+            orders: RwLock::new(Default::default()),
+            report: Notify::new(),
+            map_cache: RwLock::new(None),
             ready: AtomicBool::new(false),
         }
     }
@@ -63,6 +73,61 @@ impl NodeContext {
     /// Records the station addresses phone-home was given.
     pub fn set_phone_home_targets(&self, targets: Vec<String>) {
         *self.phone_home_targets.write().unwrap_or_else(|p| p.into_inner()) = targets;
+    }
+
+    /// The order replica of `order` running here.
+    pub fn order(&self, order: OrderId) -> Option<Arc<OrderReplica>> {
+        self.orders.read().unwrap_or_else(|p| p.into_inner()).get(&order).cloned()
+    }
+
+    /// Installs or removes an order replica.
+    pub fn set_order(&self, order: OrderId, replica: Option<Arc<OrderReplica>>) {
+        let mut orders = self.orders.write().unwrap_or_else(|p| p.into_inner());
+        match replica {
+            Some(r) => orders.insert(order, r),
+            None => orders.remove(&order),
+        };
+    }
+
+    /// What this node's heartbeats report about its order replicas.
+    pub fn replica_reports(&self) -> Vec<pb::ReplicaReport> {
+        self.orders
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|r| {
+                let (herald, term) = r.report();
+                pb::ReplicaReport { order_id: r.order, herald, term }
+            })
+            .collect()
+    }
+
+    /// Asks the heartbeat loops to report now (a replica started, or leadership moved).
+    pub fn report_now(&self) {
+        self.report.notify_waiters();
+    }
+
+    /// Resolves when [`NodeContext::report_now`] is called.
+    pub async fn report_requested(&self) {
+        self.report.notified().await
+    }
+
+    /// The last cluster map this node fetched, for routing.
+    pub fn cached_map(&self) -> Option<Arc<pb::ClusterMap>> {
+        self.map_cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the cached map unless it is older than the cached one.
+    pub fn cache_map(&self, map: pb::ClusterMap) -> Arc<pb::ClusterMap> {
+        let mut cache = self.map_cache.write().unwrap_or_else(|p| p.into_inner());
+        match cache.as_ref() {
+            Some(c) if c.epoch > map.epoch => c.clone(),
+            _ => {
+                let m = Arc::new(map);
+                *cache = Some(m.clone());
+                m
+            }
+        }
     }
 
     /// Whether the node serves requests (false while it loads or drains).

@@ -84,6 +84,7 @@ pub async fn run(node: Arc<NodeContext>, spec: PhoneHomeSpec, svc: ServiceCtx) -
                 return Ok(());
             }
             _ = tokio::time::sleep(wait) => {}
+            _ = node.report_requested(), if acknowledged => {}
         }
     }
 }
@@ -114,6 +115,7 @@ async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resu
         cluster_id: spec.cluster_id.clone(),
         id: node.id,
         addr: node.config.advertise.clone(),
+        replicas: node.replica_reports(),
     });
     req.set_timeout(node.config.timing.liveness_interval() * 2);
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();

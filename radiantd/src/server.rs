@@ -58,6 +58,7 @@ fn runner(node: Arc<NodeContext>) -> Runner {
             match spec {
                 ServiceSpec::Station(s) => station::run(node, s, svc).await,
                 ServiceSpec::PhoneHome(p) => phone_home::run(node, p, svc).await,
+                ServiceSpec::OrderReplica(o) => crate::order::run(node, o, svc).await,
             }
         })
     })

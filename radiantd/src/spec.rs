@@ -13,6 +13,22 @@ pub enum ServiceSpec {
     Station(StationSpec),
     /// A satellite phoning home.
     PhoneHome(PhoneHomeSpec),
+    /// A member of an order's Raft group.
+    OrderReplica(OrderSpec),
+}
+
+/// Parameters of an order replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderSpec {
+    /// Cluster id.
+    pub cluster_id: String,
+    /// The order (also its Raft group id).
+    pub order_id: u64,
+    /// The order's members: the group's initial membership.
+    pub members: Vec<MemberInfo>,
+    /// Initialize the group with `members` if it is new (true for the members an order is
+    /// formed with; a replacement joins as a learner instead).
+    pub initialize: bool,
 }
 
 /// Parameters of a station replica: identical on every station member.
@@ -26,6 +42,20 @@ pub struct StationSpec {
     pub shards: u32,
     /// Replicas per order.
     pub replicas: u32,
+    /// Kv key limit.
+    #[serde(default = "default_max_key")]
+    pub max_key_bytes: u32,
+    /// Kv value limit.
+    #[serde(default = "default_max_value")]
+    pub max_value_bytes: u32,
+}
+
+fn default_max_key() -> u32 {
+    crate::station::map::DEFAULT_MAX_KEY_BYTES
+}
+
+fn default_max_value() -> u32 {
+    crate::station::map::DEFAULT_MAX_VALUE_BYTES
 }
 
 /// Parameters of phone-home.
@@ -59,6 +89,7 @@ impl ServiceSpec {
         match self {
             ServiceSpec::Station(_) => "station",
             ServiceSpec::PhoneHome(_) => "phone-home",
+            ServiceSpec::OrderReplica(_) => "order-replica",
         }
     }
 
@@ -67,6 +98,7 @@ impl ServiceSpec {
         match self {
             ServiceSpec::Station(s) => &s.cluster_id,
             ServiceSpec::PhoneHome(p) => &p.cluster_id,
+            ServiceSpec::OrderReplica(o) => &o.cluster_id,
         }
     }
 
@@ -94,7 +126,14 @@ impl ServiceSpec {
                 if s.replicas == 0 || s.replicas > 7 {
                     return Err(invalid(format!("replicas must be 1..=7, not {}", s.replicas)));
                 }
+                let max_key_bytes = if s.max_key_bytes == 0 { default_max_key() } else { s.max_key_bytes };
+                let max_value_bytes = if s.max_value_bytes == 0 { default_max_value() } else { s.max_value_bytes };
+                if max_value_bytes > 3 * 1024 * 1024 {
+                    return Err(invalid(format!("max value size is at most 3 MiB, not {max_value_bytes}")));
+                }
                 ServiceSpec::Station(StationSpec {
+                    max_key_bytes,
+                    max_value_bytes,
                     cluster_id: s.cluster_id,
                     members: s
                         .members
@@ -103,6 +142,24 @@ impl ServiceSpec {
                         .collect(),
                     shards: s.shards,
                     replicas: s.replicas,
+                })
+            }
+            pb::service_spec::Kind::OrderReplica(o) => {
+                if o.order_id == 0 || o.members.is_empty() || o.members.iter().any(|m| m.id == 0 || m.addr.is_empty()) {
+                    return Err(SpecError::Invalid {
+                        service: "order-replica",
+                        reason: "needs a non-zero order id and members with ids and addresses".into(),
+                    });
+                }
+                ServiceSpec::OrderReplica(OrderSpec {
+                    cluster_id: o.cluster_id,
+                    order_id: o.order_id,
+                    members: o
+                        .members
+                        .into_iter()
+                        .map(|m| MemberInfo { id: m.id, name: m.name, addr: m.addr })
+                        .collect(),
+                    initialize: o.initialize,
                 })
             }
             pb::service_spec::Kind::PhoneHome(p) => {
@@ -132,6 +189,14 @@ impl ServiceSpec {
                 members: s.members.iter().map(member_to_proto).collect(),
                 shards: s.shards,
                 replicas: s.replicas,
+                max_key_bytes: s.max_key_bytes,
+                max_value_bytes: s.max_value_bytes,
+            }),
+            ServiceSpec::OrderReplica(o) => pb::service_spec::Kind::OrderReplica(pb::OrderSpec {
+                cluster_id: o.cluster_id.clone(),
+                order_id: o.order_id,
+                members: o.members.iter().map(member_to_proto).collect(),
+                initialize: o.initialize,
             }),
             ServiceSpec::PhoneHome(p) => pb::service_spec::Kind::PhoneHome(pb::PhoneHomeSpec {
                 cluster_id: p.cluster_id.clone(),

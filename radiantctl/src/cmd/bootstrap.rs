@@ -26,6 +26,10 @@ pub struct BootstrapArgs {
     pub shards: u32,
     /// Replicas per order.
     pub replicas: u32,
+    /// Kv key limit in bytes.
+    pub max_key_bytes: u32,
+    /// Kv value limit in bytes.
+    pub max_value_bytes: u32,
     /// How long to wait for the hosts and for a bondsmith.
     pub wait: Duration,
 }
@@ -75,6 +79,9 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
     if args.replicas == 0 || args.replicas > 7 {
         return Err(CtlError::Usage(format!("--replicas must be 1..=7, not {}", args.replicas)));
     }
+    if args.max_key_bytes == 0 || args.max_value_bytes == 0 || args.max_value_bytes > 3 * 1024 * 1024 {
+        return Err(CtlError::Usage("--max-key-bytes must be above 0 and --max-value-bytes within 1..=3 MiB".into()));
+    }
     let spinner = Spinner::new("contacting station hosts");
     let mut hosts = Vec::new();
     for addr in &args.station {
@@ -98,6 +105,8 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
                     .collect(),
                 shards: args.shards,
                 replicas: args.replicas,
+                max_key_bytes: args.max_key_bytes,
+                max_value_bytes: args.max_value_bytes,
             };
             (spec.cluster_id.clone(), true, spec)
         }

@@ -239,7 +239,15 @@ async fn bring_up(state: &DemoState, args: &DemoArgs) -> Result<()> {
     }
     drop(spinner);
     let station = addrs[..args.station].to_vec();
-    bootstrap::run(&bootstrap::BootstrapArgs { station: station.clone(), shards: 64, replicas: 3, wait }).await?;
+    bootstrap::run(&bootstrap::BootstrapArgs {
+        station: station.clone(),
+        shards: 64,
+        replicas: 3,
+        max_key_bytes: 4096,
+        max_value_bytes: 1024 * 1024,
+        wait,
+    })
+    .await?;
     let satellites = addrs[args.station..].to_vec();
     if !satellites.is_empty() {
         join::run(&join::JoinArgs { bondsmith: station, hosts: satellites, wait }).await?;

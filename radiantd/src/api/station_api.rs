@@ -136,15 +136,27 @@ pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
                 id: n.id,
                 name: n.name.clone(),
                 addr: n.addr.clone(),
-                state: n.state().to_string(),
+                state: map.state(n).to_string(),
                 roles: map.roles(n.id).into_iter().map(String::from).collect(),
                 capacity: n.capacity,
             })
             .collect(),
-        orders: vec![],
+        orders: map
+            .orders
+            .values()
+            .map(|o| pb::OrderInfo {
+                id: o.id,
+                members: o.members.clone(),
+                herald: o.herald,
+                shards: map.shard_count(o.id) as u32,
+            })
+            .collect(),
         shards_total: map.shards,
-        shards_assigned: 0,
+        shards_assigned: map.shard_orders.iter().filter(|o| **o != 0).count() as u32,
         replicas: map.replicas,
+        shard_orders: map.shard_orders.clone(),
+        max_key_bytes: map.max_key_bytes,
+        max_value_bytes: map.max_value_bytes,
     }
 }
 
@@ -187,7 +199,7 @@ impl StationRpc for StationApi {
             }
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {}", body.addr))?;
-                let known = station.heartbeat(body.id);
+                let known = station.heartbeat(body.id, &body.replicas);
                 Ok(Response::new(pb::HeartbeatResponse { epoch: station.view.with(|m| m.epoch), known }))
             }
         }

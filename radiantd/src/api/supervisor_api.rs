@@ -59,6 +59,14 @@ impl SupervisorRpc for SupervisorApi {
                 self.node.id, self.node.config.advertise
             )));
         }
+        if let ServiceSpec::OrderReplica(o) = &spec
+            && !o.members.iter().any(|m| m.id == self.node.id)
+        {
+            return Err(Status::invalid_argument(format!(
+                "node {} is not a member of order {}",
+                self.node.id, o.order_id
+            )));
+        }
         let name = spec.name();
         let spawned = self.supervisor.spawn(spec).map_err(status_of)?;
         Ok(Response::new(pb::SpawnResponse {

@@ -7,12 +7,18 @@
 //! bondsmith that knows nothing of its predecessor's progress simply plans again.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 
 use crate::identity::NodeId;
 use crate::station::map::ClusterMap;
 use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
+use crate::station::map::OrderId;
+
+/// How long after asking a node to start an order replica the bondsmith asks again, if the
+/// node's heartbeats still do not report it.
+pub const SPAWN_RETRY_MS: u64 = 3_000;
 
 /// What the cluster was bootstrapped with (from the station spec).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,10 +56,32 @@ pub struct Observed {
     pub down_after_ms: u64,
     /// The bootstrap parameters.
     pub bootstrap: BootstrapPlan,
+    /// Kv limits chosen at bootstrap.
+    pub limits: (u32, u32),
     /// Nodes that asked to join.
     pub announced: BTreeMap<NodeId, Announce>,
     /// Last heartbeat of each node.
     pub last_seen: HashMap<NodeId, u64>,
+    /// The order replicas each node reported in its last heartbeat.
+    pub replicas: HashMap<NodeId, BTreeSet<OrderId>>,
+    /// The herald each order's leader reported, with its Raft term.
+    pub heralds: BTreeMap<OrderId, (NodeId, u64)>,
+    /// When the bondsmith last asked a node to start an order's replica.
+    pub spawned_at: HashMap<(NodeId, OrderId), u64>,
+}
+
+/// An order replica the bondsmith must ask a node to start (an action with I/O, carried out by
+/// the runtime through the node's supervisor; the supervisor's spawn is idempotent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnReplica {
+    /// The node.
+    pub node: MemberInfo,
+    /// The order.
+    pub order: OrderId,
+    /// The order's members, the initial membership of its Raft group.
+    pub members: Vec<MemberInfo>,
+    /// Why.
+    pub reason: String,
 }
 
 /// One change with the reason that goes to the journal.
@@ -81,6 +109,8 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Planned> {
                 shards: b.shards,
                 replicas: b.replicas,
                 station: b.station.clone(),
+                max_key_bytes: obs.limits.0,
+                max_value_bytes: obs.limits.1,
             },
             reason: "station quorum reached for the first time".into(),
         }];
@@ -118,6 +148,96 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Planned> {
             out.push(Planned { change: MapChange::MarkDown { id: node.id }, reason });
         } else if !node.up && alive {
             out.push(Planned { change: MapChange::MarkUp { id: node.id }, reason: "heartbeat resumed".into() });
+        }
+    }
+    plan_orders(map, obs, &mut out);
+    out
+}
+
+/// Spare nodes: joined, up, in no order; by id, so formation is deterministic.
+fn spares(map: &ClusterMap) -> Vec<NodeId> {
+    map.nodes.values().filter(|n| n.joined && n.up && map.order_of(n.id).is_none()).map(|n| n.id).collect()
+}
+
+fn plan_orders(map: &ClusterMap, obs: &Observed, out: &mut Vec<Planned>) {
+    let spare = spares(map);
+    let r = map.replicas.max(1) as usize;
+    if spare.len() >= r {
+        let members: Vec<NodeId> = spare[..r].to_vec();
+        let names: Vec<String> = members.iter().map(|m| name_of(map, *m)).collect();
+        out.push(Planned {
+            change: MapChange::FormOrder { id: map.next_order_id, members },
+            reason: format!(
+                "{} spare nodes, {r} per order: {} form order {}",
+                spare.len(),
+                names.join(","),
+                map.next_order_id
+            ),
+        });
+    }
+    for (order, (node, term)) in &obs.heralds {
+        let Some(o) = map.orders.get(order) else { continue };
+        let newer = *term > o.herald_term || (*term == o.herald_term && o.herald != Some(*node));
+        if newer && o.members.contains(node) {
+            out.push(Planned {
+                change: MapChange::SetHerald { order: *order, node: *node, term: *term },
+                reason: format!("herald registered: {} leads order {order} in term {term}", name_of(map, *node)),
+            });
+        }
+    }
+    // Shards are placed once no further order can form and every order has a herald: with no
+    // data transfer yet, a shard stays where it is first placed.
+    let unassigned: Vec<u32> =
+        map.shard_orders.iter().enumerate().filter(|(_, o)| **o == 0).map(|(s, _)| s as u32).collect();
+    let ready = !map.orders.is_empty() && map.orders.values().all(|o| o.herald.is_some());
+    if !unassigned.is_empty() && ready && spare.len() < r {
+        let assignments = balance(map, &unassigned);
+        let orders = map.orders.len();
+        out.push(Planned {
+            change: MapChange::AssignShards { assignments },
+            reason: format!("{} unassigned shards, {orders} orders with heralds: spread evenly", unassigned.len()),
+        });
+    }
+}
+
+/// Gives each unassigned shard to the order serving the fewest (ties: lowest id), so order
+/// sizes differ by at most one among the receivers and no assigned shard moves.
+pub fn balance(map: &ClusterMap, unassigned: &[u32]) -> Vec<(u32, OrderId)> {
+    let mut counts: BTreeMap<OrderId, usize> = map.orders.keys().map(|o| (*o, map.shard_count(*o))).collect();
+    let mut out = Vec::with_capacity(unassigned.len());
+    for &s in unassigned {
+        let Some((&order, _)) = counts.iter().min_by_key(|(id, n)| (**n, **id)) else { break };
+        out.push((s, order));
+        if let Some(n) = counts.get_mut(&order) {
+            *n += 1;
+        }
+    }
+    out
+}
+
+/// Order replicas to start: members whose heartbeats do not report their order's replica.
+pub fn plan_spawns(map: &ClusterMap, obs: &Observed) -> Vec<SpawnReplica> {
+    let mut out = Vec::new();
+    for o in map.orders.values() {
+        let members: Vec<MemberInfo> = o
+            .members
+            .iter()
+            .filter_map(|m| map.nodes.get(m))
+            .map(|n| MemberInfo { id: n.id, name: n.name.clone(), addr: n.addr.clone() })
+            .collect();
+        for m in &members {
+            let up = map.nodes.get(&m.id).is_some_and(|n| n.up);
+            let running = obs.replicas.get(&m.id).is_some_and(|r| r.contains(&o.id));
+            let recently =
+                obs.spawned_at.get(&(m.id, o.id)).is_some_and(|t| obs.now_ms.saturating_sub(*t) < SPAWN_RETRY_MS);
+            if up && !running && !recently {
+                out.push(SpawnReplica {
+                    node: m.clone(),
+                    order: o.id,
+                    members: members.clone(),
+                    reason: format!("{} is a member of order {} but does not run its replica", m.name, o.id),
+                });
+            }
         }
     }
     out

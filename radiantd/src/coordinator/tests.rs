@@ -18,8 +18,12 @@ fn observed(me: NodeId) -> Observed {
             replicas: 3,
             station: vec![member(1), member(2), member(3)],
         },
+        limits: (4096, 1 << 20),
         announced: BTreeMap::new(),
         last_seen: [(1, 9_000), (2, 9_000), (3, 9_000)].into_iter().collect(),
+        replicas: HashMap::new(),
+        heralds: BTreeMap::new(),
+        spawned_at: HashMap::new(),
     }
 }
 
@@ -69,8 +73,8 @@ fn announced_nodes_are_registered_once() {
     assert_eq!(planned.len(), 2, "{planned:?}");
     assert!(planned.iter().any(|p| p.reason.contains("station member n2 joined")));
     converge(&mut map, &obs);
-    assert_eq!(map.nodes[&4].state(), "spare");
-    assert_eq!(map.nodes[&2].state(), "spare");
+    assert_eq!(map.state(&map.nodes[&4]), "spare");
+    assert_eq!(map.state(&map.nodes[&2]), "spare");
     assert!(plan(&map, &obs).is_empty());
 }
 
@@ -86,7 +90,7 @@ fn silent_nodes_go_down_and_come_back() {
         vec![Planned { change: MapChange::MarkDown { id: 3 }, reason: "heartbeat lost: none for 5000 ms".into() }]
     );
     converge(&mut map, &obs);
-    assert_eq!(map.nodes[&3].state(), "down");
+    assert_eq!(map.state(&map.nodes[&3]), "down");
     obs.last_seen.insert(3, 9_900);
     assert_eq!(plan(&map, &obs)[0].change, MapChange::MarkUp { id: 3 });
 }
@@ -104,4 +108,68 @@ fn a_new_bondsmith_waits_before_judging_liveness() {
     assert_eq!(planned.len(), 1);
     assert_eq!(planned[0].change, MapChange::SetBondsmith { id: 3 });
     assert_eq!(planned[0].reason, "station leadership moved from n1");
+}
+
+fn join_spares(map: &mut ClusterMap, obs: &mut Observed, ids: std::ops::RangeInclusive<NodeId>) {
+    for id in ids {
+        obs.announced.insert(id, Announce { node: member(id), capacity: 1 });
+        obs.last_seen.insert(id, 9_900);
+    }
+    converge(map, obs);
+}
+
+#[test]
+fn six_spares_make_two_orders_then_shards_split_evenly_once_heralds_registered() {
+    let mut map = ClusterMap::default();
+    let mut obs = observed(1);
+    converge(&mut map, &obs);
+    join_spares(&mut map, &mut obs, 4..=9);
+    assert_eq!(map.orders.len(), 2);
+    assert_eq!(map.orders[&1].members, vec![4, 5, 6]);
+    assert_eq!(map.orders[&2].members, vec![7, 8, 9]);
+    assert_eq!(map.state(&map.nodes[&4]), "member");
+    assert!(map.shard_orders.iter().all(|o| *o == 0), "no shards before heralds register");
+
+    let spawns = plan_spawns(&map, &obs);
+    assert_eq!(spawns.len(), 6);
+    assert_eq!(spawns[0].members.len(), 3);
+    // Asked recently: not asked again; reported running: not asked at all.
+    obs.spawned_at.insert((4, 1), 9_999);
+    obs.replicas.insert(5, [1].into_iter().collect());
+    assert_eq!(plan_spawns(&map, &obs).len(), 4);
+
+    obs.heralds.insert(1, (5, 2));
+    converge(&mut map, &obs);
+    assert!(map.shard_orders.iter().all(|o| *o == 0), "order 2 has no herald yet");
+    obs.heralds.insert(2, (9, 1));
+    converge(&mut map, &obs);
+    assert_eq!(map.shard_count(1), 32);
+    assert_eq!(map.shard_count(2), 32);
+    assert_eq!(map.roles(5), vec!["satellite", "herald"]);
+
+    // A stale report (older term) does not overwrite; a newer one does.
+    obs.heralds.insert(1, (4, 1));
+    assert!(plan(&map, &obs).is_empty());
+    obs.heralds.insert(1, (4, 3));
+    converge(&mut map, &obs);
+    assert_eq!(map.orders[&1].herald, Some(4));
+}
+
+#[test]
+fn balance_is_deterministic_and_moves_nothing() {
+    let mut map = ClusterMap::default();
+    let mut obs = observed(1);
+    converge(&mut map, &obs);
+    join_spares(&mut map, &mut obs, 4..=6);
+    obs.heralds.insert(1, (4, 1));
+    converge(&mut map, &obs);
+    assert_eq!(map.shard_count(1), 64);
+    // A later order gets nothing from balance: every shard is placed and none moves.
+    join_spares(&mut map, &mut obs, 7..=9);
+    obs.heralds.insert(2, (7, 1));
+    converge(&mut map, &obs);
+    assert_eq!(map.shard_count(1), 64);
+    assert_eq!(map.shard_count(2), 0);
+    let a = balance(&map, &[1, 2, 3]);
+    assert_eq!(a, vec![(1, 2), (2, 2), (3, 2)]);
 }

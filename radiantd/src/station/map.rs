@@ -34,15 +34,25 @@ pub struct NodeRecord {
     pub up: bool,
 }
 
-impl NodeRecord {
-    /// `down`, `spare` (joined, no order yet) or `station` (a station member that did not join).
-    pub fn state(&self) -> &'static str {
-        match (self.up, self.joined) {
-            (false, _) => "down",
-            (true, true) => "spare",
-            (true, false) => "station",
-        }
-    }
+/// An order id; orders are numbered from 1.
+pub type OrderId = u64;
+
+/// Default Kv key limit.
+pub const DEFAULT_MAX_KEY_BYTES: u32 = 4 * 1024;
+/// Default Kv value limit.
+pub const DEFAULT_MAX_VALUE_BYTES: u32 = 1024 * 1024;
+
+/// A replica group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRecord {
+    /// Order id.
+    pub id: OrderId,
+    /// Its radiants.
+    pub members: Vec<NodeId>,
+    /// Its Raft leader as last registered.
+    pub herald: Option<NodeId>,
+    /// The Raft term of that registration: an older term never overwrites a newer one.
+    pub herald_term: u64,
 }
 
 /// One recovery action, as journaled.
@@ -79,6 +89,16 @@ pub struct ClusterMap {
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     /// Recent recovery actions, oldest first.
     pub journal: Vec<JournalEntry>,
+    /// The orders.
+    pub orders: BTreeMap<OrderId, OrderRecord>,
+    /// `shard_orders[s]` serves shard `s`; 0 means not assigned.
+    pub shard_orders: Vec<OrderId>,
+    /// The id the next order gets.
+    pub next_order_id: OrderId,
+    /// Largest key the Kv service accepts.
+    pub max_key_bytes: u32,
+    /// Largest value the Kv service accepts.
+    pub max_value_bytes: u32,
 }
 
 /// A station member, as given at bootstrap.
@@ -105,6 +125,10 @@ pub enum MapChange {
         replicas: u32,
         /// The station members.
         station: Vec<MemberInfo>,
+        /// Kv key limit.
+        max_key_bytes: u32,
+        /// Kv value limit.
+        max_value_bytes: u32,
     },
     /// Records who the bondsmith is.
     SetBondsmith {
@@ -128,12 +152,33 @@ pub enum MapChange {
         /// The node.
         id: NodeId,
     },
+    /// Makes spare nodes an order.
+    FormOrder {
+        /// The new order's id (the map's `next_order_id`).
+        id: OrderId,
+        /// Its members.
+        members: Vec<NodeId>,
+    },
+    /// Records an order's herald.
+    SetHerald {
+        /// The order.
+        order: OrderId,
+        /// Its herald.
+        node: NodeId,
+        /// The herald's Raft term.
+        term: u64,
+    },
+    /// Places unassigned shards on orders.
+    AssignShards {
+        /// `(shard, order)` pairs.
+        assignments: Vec<(u32, OrderId)>,
+    },
 }
 
 impl fmt::Display for MapChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            MapChange::Init { cluster_id, shards, replicas, station } => write!(
+            MapChange::Init { cluster_id, shards, replicas, station, .. } => write!(
                 f,
                 "init cluster {cluster_id} (shards={shards}, replicas={replicas}, station={})",
                 station.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
@@ -144,6 +189,20 @@ impl fmt::Display for MapChange {
             }
             MapChange::MarkDown { id } => write!(f, "mark node {id} down"),
             MapChange::MarkUp { id } => write!(f, "mark node {id} up"),
+            MapChange::FormOrder { id, members } => write!(
+                f,
+                "form order {id} from nodes {}",
+                members.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(",")
+            ),
+            MapChange::SetHerald { order, node, term } => write!(f, "herald of order {order} is {node} (term {term})"),
+            MapChange::AssignShards { assignments } => {
+                let mut per_order: BTreeMap<OrderId, usize> = BTreeMap::new();
+                for (_, o) in assignments {
+                    *per_order.entry(*o).or_default() += 1;
+                }
+                let parts: Vec<String> = per_order.iter().map(|(o, n)| format!("{n} to order {o}")).collect();
+                write!(f, "assign {} shards: {}", assignments.len(), parts.join(", "))
+            }
         }
     }
 }
@@ -217,7 +276,7 @@ impl ClusterMap {
 
     fn apply_change(&mut self, change: &MapChange) -> Result<(), String> {
         match change {
-            MapChange::Init { cluster_id, shards, replicas, station } => {
+            MapChange::Init { cluster_id, shards, replicas, station, max_key_bytes, max_value_bytes } => {
                 if !self.cluster_id.is_empty() {
                     return Err(format!("map already initialized for cluster {}", self.cluster_id));
                 }
@@ -225,6 +284,10 @@ impl ClusterMap {
                 self.shards = *shards;
                 self.replicas = *replicas;
                 self.station = station.iter().map(|m| m.id).collect();
+                self.shard_orders = vec![0; *shards as usize];
+                self.next_order_id = 1;
+                self.max_key_bytes = *max_key_bytes;
+                self.max_value_bytes = *max_value_bytes;
                 for m in station {
                     self.nodes.insert(
                         m.id,
@@ -262,8 +325,74 @@ impl ClusterMap {
             }
             MapChange::MarkDown { id } => self.node_mut(*id)?.up = false,
             MapChange::MarkUp { id } => self.node_mut(*id)?.up = true,
+            MapChange::FormOrder { id, members } => {
+                if *id != self.next_order_id {
+                    return Err(format!("order id {id} is not the next one ({})", self.next_order_id));
+                }
+                if members.is_empty() {
+                    return Err("an order needs members".into());
+                }
+                for m in members {
+                    let n = self.nodes.get(m).ok_or_else(|| format!("unknown node {m}"))?;
+                    if !n.joined {
+                        return Err(format!("node {m} has not joined"));
+                    }
+                    if let Some(o) = self.order_of(*m) {
+                        return Err(format!("node {m} is already in order {o}"));
+                    }
+                }
+                self.orders
+                    .insert(*id, OrderRecord { id: *id, members: members.clone(), herald: None, herald_term: 0 });
+                self.next_order_id += 1;
+            }
+            MapChange::SetHerald { order, node, term } => {
+                let o = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
+                if !o.members.contains(node) {
+                    return Err(format!("node {node} is not a member of order {order}"));
+                }
+                if *term < o.herald_term {
+                    return Err(format!("term {term} is older than the registered herald's {}", o.herald_term));
+                }
+                o.herald = Some(*node);
+                o.herald_term = *term;
+            }
+            MapChange::AssignShards { assignments } => {
+                for (shard, order) in assignments {
+                    let slot = self.shard_orders.get(*shard as usize).ok_or_else(|| format!("no shard {shard}"))?;
+                    if *slot != 0 {
+                        return Err(format!("shard {shard} is already served by order {slot}"));
+                    }
+                    if !self.orders.contains_key(order) {
+                        return Err(format!("unknown order {order}"));
+                    }
+                }
+                for (shard, order) in assignments {
+                    self.shard_orders[*shard as usize] = *order;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The order a node belongs to.
+    pub fn order_of(&self, id: NodeId) -> Option<OrderId> {
+        self.orders.values().find(|o| o.members.contains(&id)).map(|o| o.id)
+    }
+
+    /// How many shards an order serves.
+    pub fn shard_count(&self, order: OrderId) -> usize {
+        self.shard_orders.iter().filter(|o| **o == order).count()
+    }
+
+    /// A node's state: `down`, `member` (in an order), `spare` (joined, no order yet) or
+    /// `station` (a station member that did not join).
+    pub fn state(&self, node: &NodeRecord) -> &'static str {
+        match (node.up, node.joined) {
+            (false, _) => "down",
+            (true, true) if self.order_of(node.id).is_some() => "member",
+            (true, true) => "spare",
+            (true, false) => "station",
+        }
     }
 
     fn node_mut(&mut self, id: NodeId) -> Result<&mut NodeRecord, String> {
@@ -280,6 +409,9 @@ impl ClusterMap {
         }
         if self.bondsmith == Some(id) {
             roles.push("bondsmith");
+        }
+        if self.orders.values().any(|o| o.herald == Some(id)) {
+            roles.push("herald");
         }
         roles
     }
@@ -303,6 +435,8 @@ mod tests {
             shards: 64,
             replicas: 3,
             station: vec![member(1), member(2), member(3)],
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
         }
     }
 
@@ -315,7 +449,7 @@ mod tests {
         assert_eq!(map.apply(&cmd(0, init())), StationResponse::Stale { epoch: 1 });
         let reg = MapChange::Register { node: member(9), capacity: 5 };
         assert_eq!(map.apply(&cmd(1, reg)), StationResponse::Applied { epoch: 2 });
-        assert_eq!(map.nodes[&9].state(), "spare");
+        assert_eq!(map.state(&map.nodes[&9]), "spare");
         assert_eq!(map.journal.len(), 2);
         assert_eq!(map.journal[1].reason, "test");
     }

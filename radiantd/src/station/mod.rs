@@ -5,6 +5,7 @@ pub mod map;
 pub mod state_machine;
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -31,6 +32,7 @@ use crate::spec::StationSpec;
 use crate::supervisor::ServiceCtx;
 use crate::supervisor::ServiceFailure;
 use map::MemberInfo;
+use map::OrderId;
 use map::StationCommand;
 use map::StationResponse;
 use state_machine::MapView;
@@ -43,6 +45,9 @@ struct Observations {
     announced: BTreeMap<NodeId, Announce>,
     last_seen: HashMap<NodeId, u64>,
     leader_since_ms: u64,
+    replicas: HashMap<NodeId, BTreeSet<OrderId>>,
+    heralds: BTreeMap<OrderId, (NodeId, u64)>,
+    spawned_at: HashMap<(NodeId, OrderId), u64>,
 }
 
 /// A running station replica.
@@ -83,10 +88,30 @@ impl Station {
         self.spec.members.iter().find(|m| m.id == leader).cloned()
     }
 
-    /// Records a heartbeat; wakes the coordinator if the node was down or unknown.
-    pub fn heartbeat(&self, id: NodeId) -> bool {
+    /// Records a heartbeat and what it reports of the node's order replicas; wakes the
+    /// coordinator if that may call for an action.
+    pub fn heartbeat(&self, id: NodeId, reports: &[radiant_proto::ReplicaReport]) -> bool {
         let now = self.now_ms();
-        self.observed().last_seen.insert(id, now);
+        let mut wake = false;
+        {
+            let mut o = self.observed();
+            o.last_seen.insert(id, now);
+            let running: BTreeSet<OrderId> = reports.iter().map(|r| r.order_id).collect();
+            if o.replicas.get(&id) != Some(&running) {
+                o.replicas.insert(id, running);
+                wake = true;
+            }
+            for r in reports.iter().filter(|r| r.herald) {
+                let newer = o.heralds.get(&r.order_id).is_none_or(|(n, t)| r.term > *t || (r.term == *t && *n != id));
+                if newer {
+                    o.heralds.insert(r.order_id, (id, r.term));
+                    wake = true;
+                }
+            }
+        }
+        if wake {
+            self.wake.notify_one();
+        }
         let (known, down) = self.view.with(|m| match m.nodes.get(&id) {
             Some(n) => (n.joined || m.station.contains(&id), !n.up),
             None => (false, false),
@@ -137,8 +162,12 @@ impl Station {
                 replicas: self.spec.replicas,
                 station: self.spec.members.clone(),
             },
+            limits: (self.spec.max_key_bytes, self.spec.max_value_bytes),
             announced: o.announced.clone(),
             last_seen: o.last_seen.clone(),
+            replicas: o.replicas.clone(),
+            heralds: o.heralds.clone(),
+            spawned_at: o.spawned_at.clone(),
         }
     }
 }
@@ -181,7 +210,7 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
     }
 
     let stop = svc.cancel.child_token();
-    let leadership = tokio::spawn(follow_leadership(station.clone(), stop.clone()));
+    let leadership = tokio::spawn(follow_leadership(station.clone(), node.peers.clone(), stop.clone()));
     let liveness = tokio::spawn(station_liveness(node.clone(), station.clone(), stop.clone()));
 
     let mut metrics = raft.metrics();
@@ -208,7 +237,7 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
 }
 
 /// Starts the coordinator while this replica leads, stops it when it does not.
-async fn follow_leadership(station: Arc<Station>, stop: CancellationToken) {
+async fn follow_leadership(station: Arc<Station>, peers: crate::raft::network::Peers, stop: CancellationToken) {
     let mut metrics = station.raft.metrics();
     let mut running: Option<(tokio::task::JoinHandle<()>, CancellationToken)> = None;
     loop {
@@ -220,9 +249,10 @@ async fn follow_leadership(station: Arc<Station>, stop: CancellationToken) {
                     let now = station.now_ms();
                     let mut o = station.observed();
                     o.leader_since_ms = now;
+                    o.spawned_at.clear();
                 }
                 let token = stop.child_token();
-                running = Some((tokio::spawn(coordinator_loop(station.clone(), token.clone())), token));
+                running = Some((tokio::spawn(coordinator_loop(station.clone(), peers.clone(), token.clone())), token));
             }
             (false, true) => {
                 tracing::info!(node = station.me, "no longer bondsmith; stopping the recovery coordinator");
@@ -249,11 +279,24 @@ fn unix_ms() -> u64 {
 }
 
 /// The reconcile loop: plan, propose the first change, plan again; on every event and tick.
-pub async fn coordinator_loop(station: Arc<Station>, stop: CancellationToken) {
+pub async fn coordinator_loop(station: Arc<Station>, peers: crate::raft::network::Peers, stop: CancellationToken) {
     let tick = Duration::from_millis(250);
     loop {
         let map = station.view.map();
-        let planned = coordinator::plan(&map, &station.observations());
+        let observed = station.observations();
+        let spawns = coordinator::plan_spawns(&map, &observed);
+        if !spawns.is_empty() {
+            let now = station.now_ms();
+            let mut o = station.observed();
+            for s in &spawns {
+                o.spawned_at.insert((s.node.id, s.order), now);
+            }
+        }
+        for s in &spawns {
+            let (station, peers, s) = (station.clone(), peers.clone(), s.clone());
+            tokio::spawn(async move { spawn_replica(&station, &peers, &s).await });
+        }
+        let planned = coordinator::plan(&map, &observed);
         let mut progressed = false;
         if let Some(p) = planned.into_iter().next() {
             let cmd = StationCommand {
@@ -293,12 +336,13 @@ async fn station_liveness(node: Arc<NodeContext>, station: Arc<Station>, stop: C
     let interval = node.config.timing.liveness_interval();
     loop {
         if station.is_bondsmith() {
-            station.heartbeat(station.me);
+            station.heartbeat(station.me, &node.replica_reports());
         } else if let Some(b) = station.bondsmith() {
             let req = radiant_proto::HeartbeatRequest {
                 cluster_id: station.spec.cluster_id.clone(),
                 id: node.id,
                 addr: node.config.advertise.clone(),
+                replicas: node.replica_reports(),
             };
             if let Ok(ch) = node.peers.channel(&b.addr) {
                 let mut client = radiant_proto::station_client::StationClient::new(ch);
@@ -312,6 +356,27 @@ async fn station_liveness(node: Arc<NodeContext>, station: Arc<Station>, stop: C
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+            _ = node.report_requested() => {}
         }
+    }
+}
+
+/// Asks a node's supervisor to start an order replica.
+async fn spawn_replica(station: &Station, peers: &crate::raft::network::Peers, s: &coordinator::SpawnReplica) {
+    use radiant_proto as pb;
+    tracing::info!(node = %s.node.name, order = s.order, "recovery action: start order replica ({})", s.reason);
+    let spec = pb::ServiceSpec {
+        kind: Some(pb::service_spec::Kind::OrderReplica(pb::OrderSpec {
+            cluster_id: station.spec.cluster_id.clone(),
+            order_id: s.order,
+            members: s.members.iter().map(crate::spec::member_to_proto).collect(),
+            initialize: true,
+        })),
+    };
+    let Ok(ch) = peers.channel(&s.node.addr) else { return };
+    let mut req = tonic::Request::new(pb::SpawnRequest { spec: Some(spec) });
+    req.set_timeout(Duration::from_secs(5));
+    if let Err(e) = pb::supervisor_client::SupervisorClient::new(ch).spawn(req).await {
+        tracing::warn!(node = %s.node.name, order = s.order, "cannot start order replica: {}", e.message());
     }
 }

@@ -1,0 +1,110 @@
+//! An order replica: one member of an order's Raft group, serving its shards' data.
+//! Its leader is the order's herald; it tells the bondsmith at once when leadership moves.
+
+pub mod state_machine;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use openraft::BasicNode;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+
+use crate::identity::NodeId;
+use crate::node::NodeContext;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::NetworkFactory;
+use crate::spec::OrderSpec;
+use crate::station::map::OrderId;
+use crate::supervisor::ServiceCtx;
+use crate::supervisor::ServiceFailure;
+use state_machine::KvStateMachine;
+use state_machine::OrderRaft;
+
+/// A running order replica.
+pub struct OrderReplica {
+    /// The order.
+    pub order: OrderId,
+    /// Its Raft handle.
+    pub raft: OrderRaft,
+    /// Its state machine, for reads.
+    pub sm: KvStateMachine,
+    /// What it was started with.
+    pub spec: OrderSpec,
+    me: NodeId,
+}
+
+impl OrderReplica {
+    /// Whether this replica is the herald (leader with a committed vote).
+    pub fn is_herald(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.state == ServerState::Leader && m.current_leader == Some(self.me) && m.vote.committed
+    }
+
+    /// The current term, and whether this replica is the herald in it.
+    pub fn report(&self) -> (bool, u64) {
+        (self.is_herald(), self.raft.metrics().borrow_watched().current_term)
+    }
+
+    /// The herald's address as this replica knows it.
+    pub fn herald_addr(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let leader = m.current_leader?;
+        m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+}
+
+/// Runs an order replica until the supervisor cancels it.
+pub async fn run(node: Arc<NodeContext>, spec: OrderSpec, svc: ServiceCtx) -> Result<(), ServiceFailure> {
+    let order = spec.order_id;
+    let fail = |what: &str, e: &dyn std::fmt::Display| ServiceFailure(format!("order {order}: {what}: {e}"));
+    let me = node.id;
+    let config = crate::raft::openraft_config(&format!("{}-o{order}", spec.cluster_id), &node.config.timing)
+        .map_err(|e| fail("config", &e))?;
+    let sm = KvStateMachine::open(node.db.clone(), order).map_err(|e| fail("open state machine", &e))?;
+    let log = LogStore::new(node.db.clone(), order);
+    let network = NetworkFactory::new(node.peers.clone(), order, spec.cluster_id.clone(), me);
+    let raft =
+        OrderRaft::new(me, Arc::new(config), network, log, sm.clone()).await.map_err(|e| fail("start raft", &e))?;
+    let replica = Arc::new(OrderReplica { order, raft: raft.clone(), sm, spec: spec.clone(), me });
+    node.registry.register(order, Arc::new(raft.clone()));
+    node.set_order(order, Some(replica.clone()));
+
+    if spec.initialize && !raft.is_initialized().await.map_err(|e| fail("read state", &e))? {
+        let members: BTreeMap<NodeId, BasicNode> =
+            spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
+        if let Err(e) = raft.initialize(members).await {
+            tracing::info!(order, "order already initialized: {e}");
+        }
+    }
+    node.report_now();
+
+    let mut metrics = raft.metrics();
+    let mut was_herald = replica.is_herald();
+    let result = loop {
+        tokio::select! {
+            _ = svc.cancel.cancelled() => break Ok(()),
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    break Err(ServiceFailure(format!("order {order}: raft stopped")));
+                }
+                if let Err(e) = &metrics.borrow_watched().running_state {
+                    break Err(fail("raft fatal error", e));
+                }
+                let herald = replica.is_herald();
+                if herald != was_herald {
+                    was_herald = herald;
+                    tracing::info!(order, herald, "order leadership changed");
+                    // Register with the bondsmith now rather than at the next heartbeat.
+                    node.report_now();
+                }
+            }
+        }
+    };
+    node.set_order(order, None);
+    node.registry.unregister(order);
+    let _ = raft.shutdown().await;
+    result
+}

@@ -1,0 +1,343 @@
+//! An order's state machine: one redb table per shard, in the node's database file.
+//!
+//! Applied batches are committed with `Durability::None`: the Raft log is the durable record
+//! (its appends are fsynced, and every fsynced commit also persists the earlier non-durable
+//! ones), so an applied batch lost in a crash is simply applied again from the log. Snapshots
+//! are written durably, because the log is purged behind them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use futures::Stream;
+use futures::TryStreamExt;
+use openraft::EntryPayload;
+use openraft::OptionalSend;
+use openraft::RaftSnapshotBuilder;
+use openraft::alias::LogIdOf;
+use openraft::alias::SnapshotMetaOf;
+use openraft::alias::SnapshotOf;
+use openraft::alias::StoredMembershipOf;
+use openraft::storage::EntryResponder;
+use openraft::storage::RaftStateMachine;
+use redb::Database;
+use redb::Durability;
+use redb::ReadableDatabase;
+use redb::ReadableTable;
+use redb::TableDefinition;
+use redb::TableHandle;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::raft::codec;
+use crate::station::map::OrderId;
+
+/// A write to an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    /// Sets a key.
+    Put {
+        /// Shard of the key.
+        shard: u32,
+        /// Key.
+        key: Vec<u8>,
+        /// Value.
+        value: Vec<u8>,
+    },
+    /// Removes a key.
+    Delete {
+        /// Shard of the key.
+        shard: u32,
+        /// Key.
+        key: Vec<u8>,
+    },
+}
+
+impl fmt::Display for KvCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvCommand::Put { shard, key, value } => {
+                write!(f, "put shard {shard} key {} ({} bytes)", String::from_utf8_lossy(key), value.len())
+            }
+            KvCommand::Delete { shard, key } => write!(f, "delete shard {shard} key {}", String::from_utf8_lossy(key)),
+        }
+    }
+}
+
+/// The result of applying a write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct KvResponse {
+    /// Delete: whether the key existed. Put: whether it replaced a value.
+    pub existed: bool,
+}
+
+openraft::declare_raft_types!(
+    /// Types of an order's Raft group.
+    pub OrderConfig:
+        D = KvCommand,
+        R = KvResponse,
+);
+
+/// An order's Raft handle.
+pub type OrderRaft = openraft::Raft<OrderConfig, KvStateMachine>;
+
+const META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("order_meta");
+const APPLIED: &str = "applied";
+const SNAPSHOT: &str = "snapshot";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogIdOf<OrderConfig>>,
+    last_membership: StoredMembershipOf<OrderConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMetaOf<OrderConfig>,
+    data: Vec<u8>,
+}
+
+/// All of an order's data, by shard: the snapshot format.
+type ShardData = BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>)>>;
+
+fn io_err(e: impl Into<redb::Error>) -> io::Error {
+    io::Error::other(e.into())
+}
+
+fn table_name(order: OrderId, shard: u32) -> String {
+    format!("kv_o{order}_s{shard}")
+}
+
+/// The state machine of one order on this node.
+#[derive(Clone)]
+pub struct KvStateMachine {
+    db: Arc<Database>,
+    order: OrderId,
+}
+
+impl KvStateMachine {
+    /// Opens (or creates) the order's state in `db`.
+    pub fn open(db: Arc<Database>, order: OrderId) -> io::Result<Self> {
+        let txn = db.begin_write().map_err(io_err)?;
+        txn.open_table(META).map_err(io_err)?;
+        txn.commit().map_err(io_err)?;
+        Ok(Self { db, order })
+    }
+
+    fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let t = txn.open_table(META).map_err(io_err)?;
+        match t.get((self.order, key)).map_err(io_err)? {
+            Some(v) => Ok(Some(codec::decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a key.
+    pub fn get(&self, shard: u32, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let name = table_name(self.order, shard);
+        let t = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(io_err(e)),
+        };
+        Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Keys of a shard starting with `prefix`, in order, at most `limit`.
+    pub fn scan(&self, shard: u32, prefix: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let name = table_name(self.order, shard);
+        let t = match txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            if !k.value().starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn shard_tables(&self, txn: &redb::ReadTransaction) -> io::Result<Vec<(u32, String)>> {
+        let prefix = format!("kv_o{}_s", self.order);
+        Ok(txn
+            .list_tables()
+            .map_err(io_err)?
+            .filter_map(|h| {
+                let name = h.name().to_string();
+                let shard = name.strip_prefix(&prefix)?.parse().ok()?;
+                Some((shard, name))
+            })
+            .collect())
+    }
+
+    /// The applied state and all data, read in one transaction so they match.
+    fn dump(&self) -> io::Result<(Applied, ShardData)> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let applied: Applied = match txn.open_table(META).map_err(io_err)?.get((self.order, APPLIED)).map_err(io_err)? {
+            Some(v) => codec::decode(v.value())?,
+            None => Applied::default(),
+        };
+        let mut out = ShardData::new();
+        for (shard, name) in self.shard_tables(&txn)? {
+            let t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
+            let mut rows = Vec::new();
+            for item in t.iter().map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                rows.push((k.value().to_vec(), v.value().to_vec()));
+            }
+            out.insert(shard, rows);
+        }
+        Ok((applied, out))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Arc<Database>, OrderId) -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let db = self.db.clone();
+        let order = self.order;
+        tokio::task::spawn_blocking(move || f(db, order)).await.map_err(io::Error::other)?
+    }
+}
+
+impl RaftSnapshotBuilder<OrderConfig> for KvStateMachine {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<OrderConfig, Vec<u8>>, io::Error> {
+        let this = self.clone();
+        self.blocking(move |db, order| {
+            let (applied, data) = this.dump()?;
+            let data = codec::encode(&data)?;
+            let meta = SnapshotMetaOf::<OrderConfig> {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership,
+            };
+            let stored = codec::encode(&StoredSnapshot { meta: meta.clone(), data: data.clone() })?;
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.open_table(META).map_err(io_err)?.insert((order, SNAPSHOT), stored.as_slice()).map_err(io_err)?;
+            txn.commit().map_err(io_err)?;
+            Ok(SnapshotOf::<OrderConfig, Vec<u8>> { meta, snapshot: data })
+        })
+        .await
+    }
+}
+
+impl RaftStateMachine<OrderConfig> for KvStateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<OrderConfig>>, StoredMembershipOf<OrderConfig>), io::Error> {
+        let a: Applied = self.meta(APPLIED)?.unwrap_or_default();
+        Ok((a.last_applied, a.last_membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<OrderConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut applied: Applied = self.meta(APPLIED)?.unwrap_or_default();
+        let batch = self
+            .blocking(move |db, order| {
+                let mut txn = db.begin_write().map_err(io_err)?;
+                txn.set_durability(Durability::None).map_err(io::Error::other)?;
+                let mut out = Vec::with_capacity(batch.len());
+                for (entry, responder) in batch {
+                    applied.last_applied = Some(entry.log_id);
+                    let resp = match &entry.payload {
+                        EntryPayload::Blank => KvResponse::default(),
+                        EntryPayload::Normal(KvCommand::Put { shard, key, value }) => {
+                            let name = table_name(order, *shard);
+                            let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
+                            let existed = t.insert(key.as_slice(), value.as_slice()).map_err(io_err)?.is_some();
+                            KvResponse { existed }
+                        }
+                        EntryPayload::Normal(KvCommand::Delete { shard, key }) => {
+                            let name = table_name(order, *shard);
+                            let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
+                            let existed = t.remove(key.as_slice()).map_err(io_err)?.is_some();
+                            KvResponse { existed }
+                        }
+                        EntryPayload::Membership(m) => {
+                            applied.last_membership =
+                                StoredMembershipOf::<OrderConfig>::new(Some(entry.log_id), m.clone());
+                            KvResponse::default()
+                        }
+                    };
+                    out.push((responder, resp));
+                }
+                let bytes = codec::encode(&applied)?;
+                txn.open_table(META).map_err(io_err)?.insert((order, APPLIED), bytes.as_slice()).map_err(io_err)?;
+                txn.commit().map_err(io_err)?;
+                Ok(out)
+            })
+            .await?;
+        for (responder, resp) in batch {
+            if let Some(r) = responder {
+                r.send(resp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<OrderConfig>,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let data: ShardData = codec::decode(&snapshot)?;
+        let applied = Applied { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
+        let stored = codec::encode(&StoredSnapshot { meta: meta.clone(), data: snapshot })?;
+        let this = self.clone();
+        self.blocking(move |db, order| {
+            let existing = {
+                let r = db.begin_read().map_err(io_err)?;
+                this.shard_tables(&r)?
+            };
+            let txn = db.begin_write().map_err(io_err)?;
+            for (_, name) in existing {
+                txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
+            }
+            for (shard, rows) in data {
+                let name = table_name(order, shard);
+                let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
+                for (k, v) in rows {
+                    t.insert(k.as_slice(), v.as_slice()).map_err(io_err)?;
+                }
+            }
+            let mut m = txn.open_table(META).map_err(io_err)?;
+            m.insert((order, APPLIED), codec::encode(&applied)?.as_slice()).map_err(io_err)?;
+            m.insert((order, SNAPSHOT), stored.as_slice()).map_err(io_err)?;
+            drop(m);
+            txn.commit().map_err(io_err)
+        })
+        .await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<OrderConfig, Vec<u8>>>, io::Error> {
+        Ok(self
+            .meta::<StoredSnapshot>(SNAPSHOT)?
+            .map(|s| SnapshotOf::<OrderConfig, Vec<u8>> { meta: s.meta, snapshot: s.data }))
+    }
+}
