@@ -27,3 +27,6 @@ impl ServiceSpec {
         }
     }
 }
+
+pub mod shard;
+pub use shard::shard_of;

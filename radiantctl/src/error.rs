@@ -31,6 +31,9 @@ pub enum CtlError {
     /// Refused as invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The key (or thing) asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -44,7 +47,7 @@ impl CtlError {
             CtlError::ClusterMismatch(_) => code::CLUSTER_MISMATCH,
             CtlError::Unavailable(_) => code::UNAVAILABLE,
             CtlError::Invalid(_) => code::INVALID,
-            CtlError::Failed(_) => code::FAILURE,
+            CtlError::Failed(_) | CtlError::NotFound(_) => code::FAILURE,
         })
     }
 

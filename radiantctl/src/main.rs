@@ -65,6 +65,42 @@ enum Command {
     Status,
     /// List the nodes of the cluster.
     Nodes,
+    /// List the orders: members, herald, shard count.
+    Orders,
+    /// Show which order serves each shard.
+    Shards,
+    /// Write a key; exits 0 once the write is acknowledged.
+    Put {
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Read a key (linearizable unless --stale).
+    Get {
+        /// Key.
+        key: String,
+        /// Read from any replica; may return an old value.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Delete a key.
+    Del {
+        /// Key.
+        key: String,
+    },
+    /// List keys with a prefix, in key order.
+    Scan {
+        /// Prefix (default: every key).
+        #[arg(default_value = "")]
+        prefix: String,
+        /// At most this many keys.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Read from any replica; may return old values.
+        #[arg(long)]
+        stale: bool,
+    },
     /// Show the journal of recovery actions.
     Events {
         /// Show at most this many recent entries (0: all).
@@ -128,6 +164,12 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Status => cmd::show::status(&endpoint, cli.output).await?,
         Command::Nodes => cmd::show::nodes(&endpoint, cli.output).await?,
+        Command::Orders => cmd::show::orders(&endpoint, cli.output).await?,
+        Command::Shards => cmd::show::shards(&endpoint, cli.output).await?,
+        Command::Put { key, value } => cmd::kv::put(&endpoint, cli.output, &key, &value).await?,
+        Command::Get { key, stale } => cmd::kv::get(&endpoint, cli.output, &key, stale).await?,
+        Command::Del { key } => cmd::kv::del(&endpoint, cli.output, &key).await?,
+        Command::Scan { prefix, limit, stale } => cmd::kv::scan(&endpoint, cli.output, &prefix, limit, stale).await?,
         Command::Events { limit } => cmd::show::events(&endpoint, cli.output, limit).await?,
         Command::Demo { action: Some(DemoAction::Down { dir }), .. } => cmd::demo::down(&dir)?,
         Command::Demo { action: None, nodes, station, dir, detach } => {

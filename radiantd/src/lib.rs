@@ -15,7 +15,7 @@ pub mod persist;
 pub mod phone_home;
 pub mod raft;
 pub mod server;
-pub mod shard;
+
 pub mod spec;
 pub mod station;
 pub mod supervisor;

@@ -3,12 +3,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use radiant_proto::kv_server::KvServer;
 use radiant_proto::raft_transport_server::RaftTransportServer;
 use radiant_proto::station_server::StationServer;
 use radiant_proto::supervisor_server::SupervisorServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::api::KvApi;
 use crate::api::RaftApi;
 use crate::api::StationApi;
 use crate::api::SupervisorApi;
@@ -95,7 +97,12 @@ pub async fn run(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
         .add_service(SupervisorServer::new(SupervisorApi::new(node.clone(), supervisor.clone())))
         .add_service(StationServer::new(StationApi::new(node.clone())))
-        .add_service(RaftTransportServer::new(RaftApi::new(node.clone())))
+        .add_service(RaftTransportServer::new(RaftApi::new(node.clone())).max_decoding_message_size(256 * 1024 * 1024))
+        .add_service(
+            KvServer::new(KvApi::new(node.clone()))
+                .max_decoding_message_size(8 * 1024 * 1024)
+                .max_encoding_message_size(64 * 1024 * 1024),
+        )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

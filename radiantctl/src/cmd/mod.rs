@@ -3,4 +3,5 @@
 pub mod bootstrap;
 pub mod demo;
 pub mod join;
+pub mod kv;
 pub mod show;

@@ -64,6 +64,76 @@ fn node_table(m: &pb::ClusterMap) -> String {
     Table::new(rows).with(Style::sharp()).to_string()
 }
 
+#[derive(Tabled)]
+struct OrderRow {
+    #[tabled(rename = "ORDER")]
+    id: u64,
+    #[tabled(rename = "MEMBERS")]
+    members: String,
+    #[tabled(rename = "HERALD")]
+    herald: String,
+    #[tabled(rename = "SHARDS")]
+    shards: u32,
+}
+
+fn name(m: &pb::ClusterMap, id: u64) -> String {
+    m.nodes.iter().find(|n| n.id == id).map(|n| n.name.clone()).unwrap_or_else(|| id.to_string())
+}
+
+fn order_table(m: &pb::ClusterMap) -> String {
+    let rows = m.orders.iter().map(|o| OrderRow {
+        id: o.id,
+        members: o.members.iter().map(|id| name(m, *id)).collect::<Vec<_>>().join(","),
+        herald: o.herald.map(|h| name(m, h)).unwrap_or_else(|| "-".into()),
+        shards: o.shards,
+    });
+    Table::new(rows).with(Style::sharp()).to_string()
+}
+
+/// `radiantctl orders`.
+pub async fn orders(endpoint: &str, output: Output) -> Result<()> {
+    let m = client::get_map(&[endpoint.to_string()]).await?;
+    match output {
+        Output::Json => print_json(&map_json(&m)["orders"]),
+        Output::Table => println!("{}", order_table(&m)),
+    }
+    Ok(())
+}
+
+#[derive(Tabled)]
+struct ShardRow {
+    #[tabled(rename = "SHARD")]
+    shard: usize,
+    #[tabled(rename = "ORDER")]
+    order: String,
+    #[tabled(rename = "HERALD")]
+    herald: String,
+}
+
+/// `radiantctl shards`.
+pub async fn shards(endpoint: &str, output: Output) -> Result<()> {
+    let m = client::get_map(&[endpoint.to_string()]).await?;
+    let herald = |order: u64| m.orders.iter().find(|o| o.id == order).and_then(|o| o.herald).map(|h| name(&m, h));
+    match output {
+        Output::Json => print_json(&json!(
+            m.shard_orders
+                .iter()
+                .enumerate()
+                .map(|(s, o)| json!({"shard": s, "order": (*o != 0).then_some(*o), "herald": herald(*o)}))
+                .collect::<Vec<_>>()
+        )),
+        Output::Table => {
+            let rows = m.shard_orders.iter().enumerate().map(|(s, o)| ShardRow {
+                shard: s,
+                order: if *o == 0 { "-".into() } else { o.to_string() },
+                herald: herald(*o).unwrap_or_else(|| "-".into()),
+            });
+            println!("{}", Table::new(rows).with(Style::sharp()));
+        }
+    }
+    Ok(())
+}
+
 /// Prints the map as a summary and a node table.
 pub fn print_status(m: &pb::ClusterMap) {
     println!("cluster   {}", m.cluster_id);
@@ -80,6 +150,9 @@ pub fn print_status(m: &pb::ClusterMap) {
     println!("station   {}", station.join(", "));
     println!("shards    {} total, {} assigned; {} replicas per order", m.shards_total, m.shards_assigned, m.replicas);
     println!("{}", node_table(m));
+    if !m.orders.is_empty() {
+        println!("{}", order_table(m));
+    }
 }
 
 /// `radiantctl status`.
@@ -181,15 +254,18 @@ mod tests {
             bondsmith: Some(pb::Member { id: u64::MAX, name: "a".into(), addr: "h:1".into() }),
             station: vec![u64::MAX],
             nodes: vec![],
-            orders: vec![],
+            orders: vec![pb::OrderInfo { id: 1, members: vec![u64::MAX], herald: None, shards: 64 }],
             shards_total: 64,
-            shards_assigned: 0,
+            shards_assigned: 64,
             replicas: 3,
+            ..Default::default()
         };
         let v = map_json(&m);
         assert_eq!(v["bondsmith"]["id"], "18446744073709551615");
         assert_eq!(v["station"][0], "18446744073709551615");
         assert_eq!(v["shards"]["total"], 64);
-        assert!(v["orders"].as_array().unwrap().is_empty());
+        assert_eq!(v["orders"][0]["members"][0], "18446744073709551615");
+        assert!(v["orders"][0]["herald"].is_null());
+        assert_eq!(v["shards"]["assigned"], 64);
     }
 }

@@ -1,10 +1,12 @@
 //! The gRPC services a radiant serves: the supervisor's, the station's and the Raft
 //! transport. Each maps its layer's errors to a gRPC status in one place.
 
+mod kv_api;
 mod raft_api;
-mod station_api;
+pub mod station_api;
 mod supervisor_api;
 
+pub use kv_api::KvApi;
 pub use raft_api::RaftApi;
 pub use station_api::StationApi;
 pub use supervisor_api::SupervisorApi;

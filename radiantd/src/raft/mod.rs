@@ -31,6 +31,9 @@ pub fn openraft_config(cluster: &str, timing: &Timing) -> Result<openraft::Confi
         election_timeout_max: election * 3 / 2,
         install_snapshot_timeout: Duration::from_secs(10).as_millis() as u64,
         enable_pre_vote: Some(true),
+        // Bounds one AppendEntries message: 64 entries of at most 3 MiB stay under the
+        // transport's 256 MiB message limit.
+        max_payload_entries: 64,
         ..Default::default()
     }
     .validate()

@@ -98,7 +98,11 @@ where
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         Connection {
-            client: self.peers.channel(&node.addr).map(RaftTransportClient::new).map_err(|e| e.to_string()),
+            client: self
+                .peers
+                .channel(&node.addr)
+                .map(|c| RaftTransportClient::new(c).max_decoding_message_size(256 * 1024 * 1024))
+                .map_err(|e| e.to_string()),
             target,
             group: self.group,
             cluster_id: self.cluster_id.clone(),

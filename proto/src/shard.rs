@@ -1,4 +1,4 @@
-//! Keys to shards: `shard = fnv1a64(key) mod S`, stable across versions and machines.
+//! Keys to shards (shared by the daemon and every client): `shard = fnv1a64(key) mod S`, stable across versions and machines.
 
 /// The shard of `key` among `shards`.
 pub fn shard_of(key: &[u8], shards: u32) -> u32 {

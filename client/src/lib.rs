@@ -1,0 +1,307 @@
+//! Radiant's Kv client, shared by radiantctl, the tests and the benchmarks.
+//!
+//! It caches the cluster map, computes each key's shard and sends the request straight to
+//! the herald of the shard's order. A `KvRedirect` (wrong node) or a refused connection is
+//! retried, because the request was certainly not applied; a write whose outcome is unknown
+//! (the connection broke after it was sent, or the herald lost its quorum mid-way) is never
+//! retried blindly, since applying it twice could break linearizability: it is reported as
+//! [`ClientError::Unknown`].
+#![deny(missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prost::Message;
+use radiant_proto as pb;
+use radiant_proto::kv_client::KvClient;
+use radiant_proto::station_client::StationClient;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::transport::Endpoint;
+
+/// A client failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// The request is invalid (empty or oversized key, oversized value...); nothing was stored.
+    #[error("{0}")]
+    Invalid(String),
+    /// The cluster could not be reached, or did not answer in time; a write was not applied.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A write may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// Anything else.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Total time one operation may take, retries included.
+    pub op_timeout: Duration,
+    /// Time one RPC may take.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { op_timeout: Duration::from_secs(10), rpc_timeout: Duration::from_secs(3) }
+    }
+}
+
+/// A Kv client.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    seeds: Vec<String>,
+    opts: Options,
+    map: Mutex<Option<Arc<pb::ClusterMap>>>,
+    heralds: Mutex<HashMap<u64, String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+enum Attempt<T> {
+    Done(T),
+    /// Not applied; try again (at `addr` if given).
+    Retry(Option<String>, String),
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether a transport failure happened before the request left (safe to retry a write).
+fn not_sent(s: &tonic::Status) -> bool {
+    let m = s.message();
+    s.code() == tonic::Code::Unavailable
+        && (m.contains("tcp connect error")
+            || m.contains("Connection refused")
+            || m.contains("error trying to connect"))
+}
+
+impl Client {
+    /// A client for the cluster any of `seeds` (host:port) belongs to. Connects lazily.
+    pub fn new(seeds: Vec<String>, opts: Options) -> Self {
+        Client {
+            inner: Arc::new(Inner {
+                seeds,
+                opts,
+                map: Mutex::new(None),
+                heralds: Mutex::new(HashMap::new()),
+                channels: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel> {
+        let mut channels = lock(&self.inner.channels);
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::Invalid(format!("bad address {addr:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(2))
+            .connect_lazy();
+        channels.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    fn kv(&self, addr: &str) -> Result<KvClient<Channel>> {
+        Ok(KvClient::new(self.channel(addr)?).max_decoding_message_size(64 * 1024 * 1024))
+    }
+
+    /// Fetches the cluster map from the first seed that answers.
+    pub async fn refresh_map(&self) -> Result<Arc<pb::ClusterMap>> {
+        let mut last = ClientError::Unavailable("no seed address".into());
+        for seed in &self.inner.seeds {
+            let mut req = tonic::Request::new(pb::GetMapRequest {});
+            req.set_timeout(self.inner.opts.rpc_timeout);
+            match StationClient::new(self.channel(seed)?).get_map(req).await {
+                Ok(m) => {
+                    let m = Arc::new(m.into_inner());
+                    *lock(&self.inner.map) = Some(m.clone());
+                    lock(&self.inner.heralds).clear();
+                    return Ok(m);
+                }
+                Err(s) => last = ClientError::Unavailable(format!("{seed}: {}", s.message())),
+            }
+        }
+        Err(last)
+    }
+
+    async fn map(&self) -> Result<Arc<pb::ClusterMap>> {
+        let cached = lock(&self.inner.map).clone();
+        match cached {
+            Some(m) => Ok(m),
+            None => self.refresh_map().await,
+        }
+    }
+
+    /// The address to send a request for `shard` to: the herald we were redirected to, the
+    /// map's herald, or a seed.
+    fn addr_for(&self, map: &pb::ClusterMap, shard: u32) -> (u64, String) {
+        let order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
+        if let Some(a) = lock(&self.inner.heralds).get(&order) {
+            return (order, a.clone());
+        }
+        let herald = map
+            .orders
+            .iter()
+            .find(|o| o.id == order)
+            .and_then(|o| o.herald)
+            .and_then(|h| map.nodes.iter().find(|n| n.id == h))
+            .map(|n| n.addr.clone());
+        (order, herald.unwrap_or_else(|| self.inner.seeds[0].clone()))
+    }
+
+    /// Runs `call` against the right node for `shard` until it succeeds, fails for good, or
+    /// the operation's deadline passes. `write` decides whether ambiguous failures may retry.
+    async fn run<T, F, Fut>(&self, shard_of_map: impl Fn(&pb::ClusterMap) -> u32, write: bool, call: F) -> Result<T>
+    where
+        F: Fn(KvClient<Channel>, Duration) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, tonic::Status>>,
+    {
+        let deadline = Instant::now() + self.inner.opts.op_timeout;
+        let mut last;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let attempt = match self.map().await {
+                Err(e) => Attempt::Retry(None, e.to_string()),
+                Ok(map) => {
+                    let shard = shard_of_map(&map);
+                    let (order, addr) = self.addr_for(&map, shard);
+                    match call(self.kv(&addr)?, self.inner.opts.rpc_timeout).await {
+                        Ok(v) => Attempt::Done(v),
+                        Err(s) => self.classify(s, order, &addr, write)?,
+                    }
+                }
+            };
+            match attempt {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Retry(at, why) => {
+                    last = why;
+                    if at.is_none() {
+                        // Nothing better known: the map may be stale.
+                        let _ = self.refresh_map().await;
+                    }
+                }
+            }
+            if Instant::now() + backoff > deadline {
+                return Err(ClientError::Unavailable(format!(
+                    "gave up after {:?}: {last}",
+                    self.inner.opts.op_timeout
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    fn classify<T>(&self, s: tonic::Status, order: u64, addr: &str, write: bool) -> Result<Attempt<T>> {
+        match s.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+                Err(ClientError::Invalid(s.message().to_string()))
+            }
+            tonic::Code::FailedPrecondition => {
+                if let Ok(r) = pb::KvRedirect::decode(s.details()) {
+                    if r.herald_addr.is_empty() {
+                        lock(&self.inner.heralds).remove(&r.order_id);
+                        return Ok(Attempt::Retry(None, s.message().to_string()));
+                    }
+                    lock(&self.inner.heralds).insert(r.order_id, r.herald_addr.clone());
+                    return Ok(Attempt::Retry(Some(r.herald_addr), s.message().to_string()));
+                }
+                Err(ClientError::Failed(format!("{addr}: {}", s.message())))
+            }
+            _ if !write || not_sent(&s) => {
+                lock(&self.inner.heralds).remove(&order);
+                Ok(Attempt::Retry(None, format!("{addr}: {}", s.message())))
+            }
+            _ => Err(ClientError::Unknown(format!("{addr}: {}", s.message()))),
+        }
+    }
+
+    /// Reads `key`; `stale` allows any replica to answer.
+    pub async fn get(&self, key: &[u8], stale: bool) -> Result<Option<Vec<u8>>> {
+        let req = pb::GetRequest { key: key.to_vec(), stale };
+        self.run(
+            |m| pb::shard_of(key, m.shards_total),
+            false,
+            |mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.get(r).await.map(|r| r.into_inner().value) }
+            },
+        )
+        .await
+    }
+
+    /// Writes `key`; returns once the order committed it durably.
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec() };
+        self.run(
+            |m| pb::shard_of(key, m.shards_total),
+            true,
+            |mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.put(r).await.map(|_| ()) }
+            },
+        )
+        .await
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    pub async fn delete(&self, key: &[u8]) -> Result<bool> {
+        let req = pb::DeleteRequest { key: key.to_vec() };
+        self.run(
+            |m| pb::shard_of(key, m.shards_total),
+            true,
+            |mut c, t| {
+                let mut r = tonic::Request::new(req.clone());
+                r.set_timeout(t);
+                async move { c.delete(r).await.map(|r| r.into_inner().existed) }
+            },
+        )
+        .await
+    }
+
+    /// Keys starting with `prefix`, in key order across every shard, at most `limit`.
+    pub async fn scan(&self, prefix: &[u8], limit: u32, stale: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let shards = self.map().await?.shards_total;
+        let calls = (0..shards).map(|s| {
+            let req = pb::ScanRequest { prefix: prefix.to_vec(), limit, stale, shard: i64::from(s) };
+            self.run(
+                move |_| s,
+                false,
+                move |mut c, t| {
+                    let mut r = tonic::Request::new(req.clone());
+                    r.set_timeout(t);
+                    async move { c.scan(r).await.map(|r| r.into_inner().items) }
+                },
+            )
+        });
+        let mut all: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for items in futures::future::try_join_all(calls).await? {
+            all.extend(items.into_iter().map(|kv| (kv.key, kv.value)));
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        if limit > 0 {
+            all.truncate(limit as usize);
+        }
+        Ok(all)
+    }
+}

@@ -1,0 +1,217 @@
+//! `Kv` service: Get, Put, Delete, Scan on the herald of the key's order.
+//!
+//! Any radiant accepts a request. One that is not the herald answers FAILED_PRECONDITION with
+//! a `KvRedirect` (the order, the herald's address as far as it knows, the map epoch) in the
+//! status details, so the client goes straight to the herald next time. Writes are
+//! acknowledged only once the order's quorum committed them (each log append is fsynced);
+//! reads are linearizable (read index on the herald) unless the caller asks for a stale read.
+
+use std::sync::Arc;
+
+use openraft::ReadPolicy;
+use prost::Message;
+use radiant_proto as pb;
+use radiant_proto::kv_server::Kv;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::node::NodeContext;
+use crate::order::OrderReplica;
+use crate::order::state_machine::KvCommand;
+use crate::station::map::OrderId;
+use radiant_proto::shard_of;
+
+/// Most items one Scan returns.
+pub const MAX_SCAN: u32 = 10_000;
+
+/// The Kv service's gRPC face.
+pub struct KvApi {
+    node: Arc<NodeContext>,
+}
+
+/// Where a request for a shard is served.
+struct Target {
+    shard: u32,
+    order: OrderId,
+    map: Arc<pb::ClusterMap>,
+}
+
+fn redirect(order: OrderId, herald_addr: String, epoch: u64) -> Status {
+    let msg = match herald_addr.as_str() {
+        "" => format!("not the herald of order {order}; its herald is not known yet, retry"),
+        a => format!("not the herald of order {order}; its herald is at {a}"),
+    };
+    let details = pb::KvRedirect { order_id: order, herald_addr, epoch }.encode_to_vec();
+    Status::with_details(tonic::Code::FailedPrecondition, msg, details.into())
+}
+
+impl KvApi {
+    /// Serves Kv requests on `node`.
+    pub fn new(node: Arc<NodeContext>) -> Self {
+        Self { node }
+    }
+
+    /// The cluster map for routing: the local station's view if this node has one, else the
+    /// station's answer through the phone-home addresses.
+    async fn fetch_map(&self) -> Result<Arc<pb::ClusterMap>, Status> {
+        if let Some(station) = self.node.station() {
+            return Ok(self.node.cache_map(crate::api::station_api::map_to_proto(&station.view.map())));
+        }
+        let mut last = Status::failed_precondition(format!(
+            "node {} is not part of a cluster yet: run `radiantctl bootstrap` or `radiantctl join`",
+            self.node.config.advertise
+        ));
+        for addr in self.node.phone_home_targets() {
+            let Ok(ch) = self.node.peers.channel(&addr) else { continue };
+            let mut req = Request::new(pb::GetMapRequest {});
+            req.set_timeout(std::time::Duration::from_secs(5));
+            match pb::station_client::StationClient::new(ch).get_map(req).await {
+                Ok(m) => return Ok(self.node.cache_map(m.into_inner())),
+                Err(s) => last = s,
+            }
+        }
+        Err(last)
+    }
+
+    async fn map(&self) -> Result<Arc<pb::ClusterMap>, Status> {
+        match self.node.cached_map() {
+            Some(m) if m.shards_total > 0 && m.shard_orders.iter().all(|o| *o != 0) => Ok(m),
+            _ => self.fetch_map().await,
+        }
+    }
+
+    async fn target_of_shard(&self, shard: u32) -> Result<Target, Status> {
+        let mut map = self.map().await?;
+        if shard >= map.shards_total {
+            return Err(Status::invalid_argument(format!("no shard {shard}: the cluster has {}", map.shards_total)));
+        }
+        let mut order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
+        if order == 0 {
+            map = self.fetch_map().await?;
+            order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
+        }
+        if order == 0 {
+            return Err(Status::unavailable(format!("shard {shard} is not served by an order yet; retry")));
+        }
+        Ok(Target { shard, order, map })
+    }
+
+    async fn target_of_key(&self, key: &[u8]) -> Result<Target, Status> {
+        let map = self.map().await?;
+        if key.is_empty() {
+            return Err(Status::invalid_argument("empty key"));
+        }
+        if map.max_key_bytes > 0 && key.len() > map.max_key_bytes as usize {
+            return Err(Status::invalid_argument(format!(
+                "key is {} bytes; the limit is {} bytes",
+                key.len(),
+                map.max_key_bytes
+            )));
+        }
+        self.target_of_shard(shard_of(key, map.shards_total)).await
+    }
+
+    /// The local replica of the target's order if it is the herald; a redirect otherwise.
+    fn herald(&self, t: &Target) -> Result<Arc<OrderReplica>, Status> {
+        if let Some(r) = self.node.order(t.order) {
+            if r.is_herald() {
+                return Ok(r);
+            }
+            if let Some(addr) = r.herald_addr().filter(|a| *a != self.node.config.advertise) {
+                return Err(redirect(t.order, addr, t.map.epoch));
+            }
+        }
+        let addr = t
+            .map
+            .orders
+            .iter()
+            .find(|o| o.id == t.order)
+            .and_then(|o| o.herald)
+            .and_then(|h| t.map.nodes.iter().find(|n| n.id == h))
+            .map(|n| n.addr.clone())
+            .filter(|a| *a != self.node.config.advertise)
+            .unwrap_or_default();
+        Err(redirect(t.order, addr, t.map.epoch))
+    }
+
+    /// A replica to read from: the herald after a read-index round, or (stale) any local one.
+    async fn reader(&self, t: &Target, stale: bool) -> Result<Arc<OrderReplica>, Status> {
+        if stale && let Some(r) = self.node.order(t.order) {
+            return Ok(r);
+        }
+        let r = self.herald(t)?;
+        r.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|e| match e.forward_to_leader() {
+            Some(_) => redirect(t.order, r.herald_addr().unwrap_or_default(), t.map.epoch),
+            None => Status::unavailable(format!("order {} cannot confirm its leadership: {e}", t.order)),
+        })?;
+        Ok(r)
+    }
+
+    async fn write(&self, t: &Target, cmd: KvCommand) -> Result<bool, Status> {
+        let r = self.herald(t)?;
+        match r.raft.client_write(cmd).await {
+            Ok(resp) => Ok(resp.data.existed),
+            Err(e) => Err(match e.forward_to_leader() {
+                Some(f) => {
+                    redirect(t.order, f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default(), t.map.epoch)
+                }
+                // The write may or may not have been committed: the client must treat it as
+                // unknown, never as failed.
+                None => Status::unavailable(format!("order {}: write outcome unknown: {e}", t.order)),
+            }),
+        }
+    }
+}
+
+fn internal(e: std::io::Error) -> Status {
+    Status::internal(format!("storage: {e}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvApi {
+    async fn get(&self, req: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.target_of_key(&req.key).await?;
+        let r = self.reader(&t, req.stale).await?;
+        let value = r.sm.get(t.shard, &req.key).map_err(internal)?;
+        Ok(Response::new(pb::GetResponse { value }))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.target_of_key(&req.key).await?;
+        if t.map.max_value_bytes > 0 && req.value.len() > t.map.max_value_bytes as usize {
+            return Err(Status::invalid_argument(format!(
+                "value is {} bytes; the limit is {} bytes",
+                req.value.len(),
+                t.map.max_value_bytes
+            )));
+        }
+        self.write(&t, KvCommand::Put { shard: t.shard, key: req.key, value: req.value }).await?;
+        Ok(Response::new(pb::PutResponse {}))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let req = req.into_inner();
+        let t = self.target_of_key(&req.key).await?;
+        let existed = self.write(&t, KvCommand::Delete { shard: t.shard, key: req.key }).await?;
+        Ok(Response::new(pb::DeleteResponse { existed }))
+    }
+
+    async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+        let req = req.into_inner();
+        let shard = u32::try_from(req.shard)
+            .map_err(|_| Status::invalid_argument("scan needs a shard; clients fan out over shards and merge"))?;
+        let limit = if req.limit == 0 { MAX_SCAN } else { req.limit.min(MAX_SCAN) };
+        let t = self.target_of_shard(shard).await?;
+        let r = self.reader(&t, req.stale).await?;
+        let items =
+            r.sm.scan(shard, &req.prefix, limit as usize)
+                .map_err(internal)?
+                .into_iter()
+                .map(|(key, value)| pb::KeyValue { key, value })
+                .collect();
+        Ok(Response::new(pb::ScanResponse { items }))
+    }
+}
