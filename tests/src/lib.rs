@@ -5,6 +5,8 @@
 //! for ports. Waits are conditions with deadlines ([`wait_until`]), never bare sleeps.
 #![deny(missing_docs)]
 
+pub mod linearizability;
+
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::Child;
@@ -263,6 +265,32 @@ impl Cluster {
         wait_until(DEADLINE, what, || self.status_via(i).filter(|s| pred(s)))
     }
 
+    /// A Kv client seeded with every node's address.
+    pub fn client(&self) -> radiant_client::Client {
+        radiant_client::Client::new(
+            self.addrs(&(0..self.nodes.len()).collect::<Vec<_>>()),
+            radiant_client::Options::default(),
+        )
+    }
+
+    /// Bootstraps a station on the first three nodes, joins every node (station members
+    /// included) and waits until all orders have heralds and every shard is placed.
+    pub fn full_cluster(&self) -> Value {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.bootstrap(&[0, 1, 2]);
+        self.join(&[0, 1, 2], &all);
+        let orders = self.nodes.len() / 3;
+        self.wait_status(0, "orders with heralds and every shard placed", |s| {
+            s["orders"].as_array().is_some_and(|o| o.len() == orders && o.iter().all(|o| o["herald"].is_string()))
+                && s["shards"]["assigned"] == s["shards"]["total"]
+        })
+    }
+
+    /// Index of the node named `name`.
+    pub fn index_of(&self, name: &str) -> usize {
+        self.nodes.iter().position(|n| n.name == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
     /// Every node's log, for failure messages.
     pub fn logs(&self) -> String {
         let mut s = String::new();
@@ -301,6 +329,13 @@ pub mod status {
     /// The bondsmith's name.
     pub fn bondsmith(s: &Value) -> Option<String> {
         s["bondsmith"]["name"].as_str().map(String::from)
+    }
+
+    /// The herald's name of order `id`.
+    pub fn herald(s: &Value, id: u64) -> Option<String> {
+        let order = s["orders"].as_array()?.iter().find(|o| o["id"] == id)?;
+        let herald = order["herald"].as_str()?;
+        s["nodes"].as_array()?.iter().find(|n| n["id"] == herald)?["name"].as_str().map(String::from)
     }
 
     /// Number of nodes.

@@ -1,0 +1,106 @@
+//! The data path end to end: writes, reads, bad input, and a full restart.
+
+use radiant_client::ClientError;
+use radiant_tests::Cluster;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+#[test]
+fn put_get_del_scan_through_the_cli_from_any_node() {
+    radiant_tests::init_logging();
+    let c = Cluster::start(3);
+    c.full_cluster();
+    for i in 0..3 {
+        let out = c.ctl_at(&c.nodes[i].addr, &["put", &format!("user/{i}"), &format!("v{i}")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for i in 0..3 {
+        // Read through a node other than the writer: every node routes to the herald.
+        let v = c.ctl_ok(&["get", &format!("user/{}", (i + 1) % 3)]);
+        assert_eq!(v["value"], format!("v{}", (i + 1) % 3));
+    }
+    let absent = c.ctl_ok(&["get", "nope"]);
+    assert!(absent["value"].is_null());
+    let table = radiant_tests::bin("radiantctl");
+    let out =
+        std::process::Command::new(&table).args(["--endpoint", &c.nodes[1].addr, "get", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+
+    let d = c.ctl_ok(&["del", "user/1"]);
+    assert_eq!(d["existed"], true);
+    let scan = c.ctl_ok(&["scan", "user/"]);
+    let keys: Vec<&str> = scan.as_array().unwrap().iter().map(|kv| kv["key"].as_str().unwrap()).collect();
+    assert_eq!(keys, vec!["user/0", "user/2"], "scan is in key order across shards");
+    let limited = c.ctl_ok(&["scan", "user/", "--limit", "1"]);
+    assert_eq!(limited.as_array().unwrap().len(), 1);
+    let stale = c.ctl_ok(&["get", "user/2", "--stale"]);
+    assert_eq!(stale["value"], "v2");
+}
+
+#[test]
+fn bad_input_is_refused_and_nothing_is_stored() {
+    radiant_tests::init_logging();
+    let c = Cluster::start(3);
+    c.full_cluster();
+    let client = c.client();
+    runtime().block_on(async {
+        let big_key = vec![b'k'; 4097];
+        match client.put(&big_key, b"v").await {
+            Err(ClientError::Invalid(m)) => assert!(m.contains("4096"), "{m}"),
+            other => panic!("oversized key: {other:?}"),
+        }
+        let big_value = vec![b'v'; 1024 * 1024 + 1];
+        match client.put(b"k", &big_value).await {
+            Err(ClientError::Invalid(m)) => assert!(m.contains("1048576"), "{m}"),
+            other => panic!("oversized value: {other:?}"),
+        }
+        assert!(matches!(client.put(b"", b"v").await, Err(ClientError::Invalid(_))));
+        assert_eq!(client.get(b"k", false).await.unwrap(), None, "nothing stored");
+        // A value right at the limit is fine, and the node keeps serving.
+        client.put(b"k", &vec![b'v'; 1024 * 1024]).await.unwrap();
+        assert_eq!(client.get(b"k", false).await.unwrap().map(|v| v.len()), Some(1024 * 1024));
+    });
+    // An unknown shard, straight over gRPC.
+    runtime().block_on(async {
+        let mut kv = radiant_proto::kv_client::KvClient::connect(format!("http://{}", c.nodes[0].addr)).await.unwrap();
+        let err = kv
+            .scan(radiant_proto::ScanRequest { prefix: vec![], limit: 1, stale: false, shard: 999 })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("no shard 999"), "{}", err.message());
+    });
+    let out = c.ctl_at(&c.nodes[0].addr, &["put", "", "x"]);
+    assert_eq!(out.status.code(), Some(5));
+}
+
+#[test]
+fn every_acknowledged_write_survives_killing_every_node() {
+    radiant_tests::init_logging();
+    let mut c = Cluster::start(3);
+    c.full_cluster();
+    let rt = runtime();
+    let client = c.client();
+    rt.block_on(async {
+        for i in 0..200 {
+            client.put(format!("key-{i}").as_bytes(), format!("value-{i}").as_bytes()).await.unwrap();
+        }
+    });
+    tracing::info!("--- kill -9 every node, start them all again");
+    for n in &mut c.nodes {
+        n.kill9();
+    }
+    for n in &mut c.nodes {
+        n.start();
+    }
+    let client = c.client();
+    rt.block_on(async {
+        for i in 0..200 {
+            let v = client.get(format!("key-{i}").as_bytes(), false).await.unwrap_or_else(|e| panic!("key-{i}: {e}"));
+            assert_eq!(v, Some(format!("value-{i}").into_bytes()), "key-{i}");
+        }
+    });
+}
