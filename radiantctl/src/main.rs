@@ -101,6 +101,24 @@ enum Command {
         #[arg(long)]
         stale: bool,
     },
+    /// Load the cluster and report throughput and latency percentiles.
+    Bench {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Measured seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Operation mix.
+        #[arg(long, value_enum, default_value = "put")]
+        op: cmd::bench::BenchOp,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 256)]
+        value_size: usize,
+        /// Number of distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+    },
     /// Show the journal of recovery actions.
     Events {
         /// Show at most this many recent entries (0: all).
@@ -164,6 +182,10 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         }
         Command::Status => cmd::show::status(&endpoint, cli.output).await?,
         Command::Nodes => cmd::show::nodes(&endpoint, cli.output).await?,
+        Command::Bench { clients, seconds, op, value_size, keys } => {
+            let args = cmd::bench::BenchArgs { clients, seconds, op, value_size, keys };
+            cmd::bench::run(&endpoint, cli.output, &args).await?
+        }
         Command::Orders => cmd::show::orders(&endpoint, cli.output).await?,
         Command::Shards => cmd::show::shards(&endpoint, cli.output).await?,
         Command::Put { key, value } => cmd::kv::put(&endpoint, cli.output, &key, &value).await?,

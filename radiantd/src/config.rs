@@ -80,6 +80,8 @@ pub struct RawConfig {
     pub election_timeout_ms: Option<u64>,
     /// Base delay between phone-home attempts (jittered, doubled up to 16x).
     pub phone_home_backoff_ms: Option<u64>,
+    /// Raft log entries between snapshots of a group's state machine.
+    pub snapshot_logs: Option<u64>,
 }
 
 /// Validated configuration.
@@ -106,6 +108,8 @@ pub struct Timing {
     pub election_timeout: Duration,
     /// Base phone-home retry delay.
     pub phone_home_backoff: Duration,
+    /// Log entries between snapshots.
+    pub snapshot_logs: u64,
 }
 
 impl Default for Timing {
@@ -114,6 +118,7 @@ impl Default for Timing {
             heartbeat: Duration::from_millis(100),
             election_timeout: Duration::from_millis(400),
             phone_home_backoff: Duration::from_millis(300),
+            snapshot_logs: 5000,
         }
     }
 }
@@ -213,6 +218,10 @@ impl RawConfig {
                 ),
             ));
         }
+        let snapshot_logs = self.snapshot_logs.unwrap_or(defaults.snapshot_logs);
+        if snapshot_logs < 10 {
+            return Err(invalid("snapshot_logs", format!("must be at least 10, got {snapshot_logs}")));
+        }
         if phone_home_backoff.is_zero() {
             return Err(invalid("phone_home_backoff_ms", "must be above 0".into()));
         }
@@ -221,7 +230,7 @@ impl RawConfig {
             listen,
             advertise,
             data_dir,
-            timing: Timing { heartbeat, election_timeout, phone_home_backoff },
+            timing: Timing { heartbeat, election_timeout, phone_home_backoff, snapshot_logs },
         })
     }
 }

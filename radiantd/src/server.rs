@@ -103,7 +103,7 @@ pub async fn run(
                 .max_decoding_message_size(8 * 1024 * 1024)
                 .max_encoding_message_size(64 * 1024 * 1024),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming(listener), async {
             let _ = stop_rx.await;
         });
     let server = tokio::spawn(server);
@@ -134,6 +134,18 @@ pub async fn run(
     }
     tracing::info!("radiantd stopped");
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: the builder's `tcp_nodelay` applies only
+/// to listeners it binds itself, and with Nagle on, small replies wait for delayed ACKs
+/// (about 40 ms on Linux).
+fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
 }
 
 /// Tells systemd (Type=notify) about our state; a no-op outside systemd.

@@ -165,15 +165,22 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     ip: String,
     dir: tempfile::TempDir,
+    extra_config: String,
 }
 
 impl Cluster {
     /// Starts `n` radiantd processes and waits until each answers.
     pub fn start(n: usize) -> Cluster {
+        Self::start_with(n, "")
+    }
+
+    /// Like [`Cluster::start`], with extra lines for every node's config.
+    pub fn start_with(n: usize, extra_config: &str) -> Cluster {
         let mut c = Cluster {
             nodes: Vec::new(),
             ip: loopback_ip(),
             dir: tempfile::Builder::new().prefix("radiant-test-").tempdir().expect("tempdir"),
+            extra_config: extra_config.to_string(),
         };
         for _ in 0..n {
             c.add_node();
@@ -188,7 +195,15 @@ impl Cluster {
         let dir = self.dir.path().join(&name);
         std::fs::create_dir_all(&dir).expect("node dir");
         let addr = format!("{}:{}", self.ip, free_port(&self.ip));
-        let config = format!("name = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n", dir.join("data").display());
+        let mut config =
+            format!("name = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n", dir.join("data").display());
+        config.push_str(&self.extra_config);
+        config.push('\n');
+        // Benchmarks compare timings through this (for example `election_timeout_ms = 300`).
+        if let Ok(extra) = std::env::var("RADIANT_EXTRA_CONFIG") {
+            config.push_str(&extra.replace(';', "\n"));
+            config.push('\n');
+        }
         std::fs::write(dir.join("radiantd.toml"), config).expect("write config");
         let mut node = Node { name, addr, dir, child: None };
         node.start();

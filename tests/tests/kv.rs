@@ -104,3 +104,51 @@ fn every_acknowledged_write_survives_killing_every_node() {
         }
     });
 }
+
+#[test]
+fn a_follower_that_fell_behind_catches_up_from_a_snapshot() {
+    radiant_tests::init_logging();
+    // Snapshots every 20 entries, keeping 4 behind: a follower that misses 200 writes can only
+    // catch up from a snapshot.
+    let mut c = Cluster::start_with(3, "snapshot_logs = 20");
+    let s = c.full_cluster();
+    let herald = radiant_tests::status::herald(&s, 1).unwrap();
+    let f = (0..3).find(|&i| c.nodes[i].name != herald).unwrap();
+    tracing::info!("--- stop follower {} and write 200 keys", c.nodes[f].name);
+    c.nodes[f].kill9();
+    let rt = runtime();
+    let client = radiant_client::Client::new(
+        c.addrs(&(0..3).filter(|&i| i != f).collect::<Vec<_>>()),
+        radiant_client::Options::default(),
+    );
+    rt.block_on(async {
+        for i in 0..200 {
+            client.put(format!("snap-{i:03}").as_bytes(), format!("v{i}").as_bytes()).await.unwrap();
+        }
+    });
+    tracing::info!("--- restart it: it must catch up");
+    c.nodes[f].start();
+    let addr = c.nodes[f].addr.clone();
+    rt.block_on(async {
+        let local = |key: String| {
+            let addr = addr.clone();
+            async move {
+                let mut kv = radiant_proto::kv_client::KvClient::connect(format!("http://{addr}")).await.ok()?;
+                let r = kv.get(radiant_proto::GetRequest { key: key.into_bytes(), stale: true }).await.ok()?;
+                r.into_inner().value
+            }
+        };
+        let deadline = tokio::time::Instant::now() + radiant_tests::DEADLINE;
+        while local("snap-199".into()).await.is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "follower never caught up:\n{}", c.logs());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        for i in 0..200 {
+            assert_eq!(
+                local(format!("snap-{i:03}")).await,
+                Some(format!("v{i}").into_bytes()),
+                "snap-{i:03} on the follower"
+            );
+        }
+    });
+}

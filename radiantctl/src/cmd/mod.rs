@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod demo;
 pub mod join;

@@ -4,7 +4,7 @@
 //! a `KvRedirect` (the order, the herald's address as far as it knows, the map epoch) in the
 //! status details, so the client goes straight to the herald next time. Writes are
 //! acknowledged only once the order's quorum committed them (each log append is fsynced);
-//! reads are linearizable (read index on the herald) unless the caller asks for a stale read.
+//! reads are linearizable (leader lease, else read index, on the herald) unless the caller asks for a stale read.
 
 use std::sync::Arc;
 
@@ -141,6 +141,12 @@ impl KvApi {
             return Ok(r);
         }
         let r = self.herald(t)?;
+        // The leader lease first: no network round trip while a quorum acknowledged this
+        // herald within the lease (followers refuse to elect anyone else for that long).
+        // When the lease has lapsed, fall back to a read-index round.
+        if r.raft.ensure_linearizable(ReadPolicy::LeaseRead).await.is_ok() {
+            return Ok(r);
+        }
         r.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|e| match e.forward_to_leader() {
             Some(_) => redirect(t.order, r.herald_addr().unwrap_or_default(), t.map.epoch),
             None => Status::unavailable(format!("order {} cannot confirm its leadership: {e}", t.order)),
@@ -150,7 +156,10 @@ impl KvApi {
 
     async fn write(&self, t: &Target, cmd: KvCommand) -> Result<bool, Status> {
         let r = self.herald(t)?;
-        match r.raft.client_write(cmd).await {
+        let started = std::time::Instant::now();
+        let res = r.raft.client_write(cmd).await;
+        tracing::trace!(order = t.order, us = started.elapsed().as_micros() as u64, "client_write");
+        match res {
             Ok(resp) => Ok(resp.data.existed),
             Err(e) => Err(match e.forward_to_leader() {
                 Some(f) => {

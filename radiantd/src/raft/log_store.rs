@@ -188,6 +188,7 @@ where
         for e in entries {
             rows.push((e.index(), codec::encode(&e)?));
         }
+        let started = std::time::Instant::now();
         let res = self
             .write(move |txn, group| {
                 let mut t = txn.open_table(LOGS)?;
@@ -197,6 +198,7 @@ where
                 Ok(())
             })
             .await;
+        tracing::trace!(group = self.group, us = started.elapsed().as_micros() as u64, "log append");
         // The commit above is durable (fsynced) when it returns: only now may openraft count
         // these entries as persisted. Completing before `append` returns avoids the
         // asynchronous-flush hazard of openraft issue #2118.

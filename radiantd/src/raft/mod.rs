@@ -31,9 +31,16 @@ pub fn openraft_config(cluster: &str, timing: &Timing) -> Result<openraft::Confi
         election_timeout_max: election * 3 / 2,
         install_snapshot_timeout: Duration::from_secs(10).as_millis() as u64,
         enable_pre_vote: Some(true),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_logs),
+        // Keep some log behind a snapshot so a briefly lagging follower catches up from the
+        // log; one further behind gets the snapshot.
+        max_in_snapshot_log_to_keep: (timing.snapshot_logs / 5).min(1000),
         // Bounds one AppendEntries message: 64 entries of at most 3 MiB stay under the
         // transport's 256 MiB message limit.
         max_payload_entries: 64,
+        // Our append returns only after its fsync, so "submitted" already means durable:
+        // replicate right away instead of waiting for the flush notification.
+        broadcast_submitted_on_append: Some(true),
         ..Default::default()
     }
     .validate()
