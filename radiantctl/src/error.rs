@@ -14,6 +14,8 @@ pub mod code {
     pub const UNAVAILABLE: u8 = 4;
     /// The cluster refused the request as invalid.
     pub const INVALID: u8 = 5;
+    /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// A radiantctl failure.
@@ -31,6 +33,9 @@ pub enum CtlError {
     /// Refused as invalid.
     #[error("{0}")]
     Invalid(String),
+    /// Ctrl-C.
+    #[error("{0}")]
+    Interrupted(String),
     /// The key (or thing) asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -47,6 +52,7 @@ impl CtlError {
             CtlError::ClusterMismatch(_) => code::CLUSTER_MISMATCH,
             CtlError::Unavailable(_) => code::UNAVAILABLE,
             CtlError::Invalid(_) => code::INVALID,
+            CtlError::Interrupted(_) => code::INTERRUPTED,
             CtlError::Failed(_) | CtlError::NotFound(_) => code::FAILURE,
         })
     }

@@ -87,36 +87,39 @@ fn a_second_radiantd_on_the_same_data_dir_is_refused() {
     };
     let first = write("a.toml", ports[0]);
     let second = write("b.toml", ports[1]);
-    let mut running = Command::new(env!("CARGO_BIN_EXE_radiantd")).arg("--config").arg(&first).spawn().unwrap();
-    // The second start races the first for the database: until the first holds it, the
-    // second may come up itself; such a run is stopped and the attempt repeated.
+    let log_path = dir.path().join("first.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut running =
+        Command::new(env!("CARGO_BIN_EXE_radiantd")).arg("--config").arg(&first).stderr(log).spawn().unwrap();
+    // The first holds the database once it says it is ready.
     let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut outcome = None;
-    while outcome.is_none() && std::time::Instant::now() < end {
-        let mut second_run = Command::new(env!("CARGO_BIN_EXE_radiantd"))
-            .arg("--config")
-            .arg(&second)
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            if let Some(status) = second_run.try_wait().unwrap() {
-                if status.code() == Some(3) {
-                    let mut err = String::new();
-                    std::io::Read::read_to_string(&mut second_run.stderr.take().unwrap(), &mut err).unwrap();
-                    outcome = Some(err);
-                }
-                break;
-            }
-            if std::time::Instant::now() > give_up {
-                let _ = second_run.kill();
-                let _ = second_run.wait();
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+    while !std::fs::read_to_string(&log_path).unwrap_or_default().contains("radiantd ready") {
+        assert!(std::time::Instant::now() < end, "first radiantd never became ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    let mut second_run = Command::new(env!("CARGO_BIN_EXE_radiantd"))
+        .arg("--config")
+        .arg(&second)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = second_run.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > end {
+            let _ = second_run.kill();
+            let _ = second_run.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = second_run.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    let outcome = (status.and_then(|s| s.code()) == Some(3)).then_some(stderr);
     let _ = running.kill();
     let _ = running.wait();
     let err = outcome.expect("second radiantd refused with exit code 3");

@@ -195,12 +195,15 @@ pub async fn run(args: &DemoArgs, output: Output) -> Result<()> {
 
     let result = tokio::select! {
         r = bring_up(&state, args) => r,
-        _ = interrupt.recv() => Err(CtlError::Failed("interrupted".into())),
+        _ = interrupt.recv() => Err(CtlError::Interrupted("interrupted while bringing the cluster up".into())),
     };
     if let Err(e) = result {
         stop_children(&mut children);
         let _ = std::fs::remove_file(dir.join(STATE_FILE));
-        return Err(CtlError::Failed(format!("{e} (node logs are in {})", dir.display())));
+        return Err(match e {
+            CtlError::Interrupted(m) => CtlError::Interrupted(format!("{m}; nodes stopped")),
+            e => CtlError::Failed(format!("{e} (node logs are in {})", dir.display())),
+        });
     }
     let endpoint = state.nodes[0].addr.clone();
     let map = client::get_map(std::slice::from_ref(&endpoint)).await?;
