@@ -68,7 +68,12 @@ struct Inner {
     map: Mutex<Option<Arc<pb::ClusterMap>>>,
     heralds: Mutex<HashMap<u64, String>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// Addresses that refused a connection recently, avoided for [`AVOID_FOR`].
+    dead: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long an address that refused a connection is avoided.
+const AVOID_FOR: Duration = Duration::from_secs(1);
 
 enum Attempt<T> {
     Done(T),
@@ -99,6 +104,7 @@ impl Client {
                 map: Mutex::new(None),
                 heralds: Mutex::new(HashMap::new()),
                 channels: Mutex::new(HashMap::new()),
+                dead: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -151,20 +157,30 @@ impl Client {
     }
 
     /// The address to send a request for `shard` to: the herald we were redirected to, the
-    /// map's herald, or a seed.
+    /// map's herald, or, when that one refused a connection just now (it may have died and a
+    /// new herald not yet registered), another member of the order, which redirects to the
+    /// herald as soon as its Raft group elected one.
     fn addr_for(&self, map: &pb::ClusterMap, shard: u32) -> (u64, String) {
         let order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
-        if let Some(a) = lock(&self.inner.heralds).get(&order) {
-            return (order, a.clone());
+        let alive = |a: &str| lock(&self.inner.dead).get(a).is_none_or(|t| t.elapsed() > AVOID_FOR);
+        if let Some(a) = lock(&self.inner.heralds).get(&order).cloned()
+            && alive(&a)
+        {
+            return (order, a);
         }
-        let herald = map
-            .orders
-            .iter()
-            .find(|o| o.id == order)
-            .and_then(|o| o.herald)
-            .and_then(|h| map.nodes.iter().find(|n| n.id == h))
-            .map(|n| n.addr.clone());
-        (order, herald.unwrap_or_else(|| self.inner.seeds[0].clone()))
+        let addr_of = |id: u64| map.nodes.iter().find(|n| n.id == id).map(|n| n.addr.clone());
+        let info = map.orders.iter().find(|o| o.id == order);
+        let herald = info.and_then(|o| o.herald).and_then(addr_of);
+        let candidates =
+            herald.into_iter().chain(info.into_iter().flat_map(|o| o.members.iter().filter_map(|m| addr_of(*m))));
+        let mut first = None;
+        for a in candidates {
+            if alive(&a) {
+                return (order, a);
+            }
+            first.get_or_insert(a);
+        }
+        (order, first.unwrap_or_else(|| self.inner.seeds[0].clone()))
     }
 
     /// Runs `call` against the right node for `shard` until it succeeds, fails for good, or
@@ -206,7 +222,7 @@ impl Client {
                 )));
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(200));
+            backoff = (backoff * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -228,6 +244,9 @@ impl Client {
             }
             _ if !write || not_sent(&s) => {
                 lock(&self.inner.heralds).remove(&order);
+                if not_sent(&s) {
+                    lock(&self.inner.dead).insert(addr.to_string(), Instant::now());
+                }
                 Ok(Attempt::Retry(None, format!("{addr}: {}", s.message())))
             }
             _ => Err(ClientError::Unknown(format!("{addr}: {}", s.message()))),

@@ -116,7 +116,7 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_millis(100),
-            election_timeout: Duration::from_millis(400),
+            election_timeout: Duration::from_millis(250),
             phone_home_backoff: Duration::from_millis(300),
             snapshot_logs: 5000,
         }

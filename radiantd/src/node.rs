@@ -33,7 +33,7 @@ pub struct NodeContext {
     phone_home_targets: RwLock<Vec<String>>,
     orders: RwLock<std::collections::BTreeMap<OrderId, Arc<OrderReplica>>>,
     report: Notify,
-    map_cache: RwLock<Option<Arc<pb::ClusterMap>>>,
+    map_cache: RwLock<Option<(std::time::Instant, Arc<pb::ClusterMap>)>>,
     ready: AtomicBool,
 }
 
@@ -112,19 +112,25 @@ impl NodeContext {
         self.report.notified().await
     }
 
-    /// The last cluster map this node fetched, for routing.
-    pub fn cached_map(&self) -> Option<Arc<pb::ClusterMap>> {
-        self.map_cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The last cluster map this node fetched, for routing, unless older than `max_age`
+    /// (heralds move; a redirect to a dead one costs the client a round trip).
+    pub fn cached_map(&self, max_age: std::time::Duration) -> Option<Arc<pb::ClusterMap>> {
+        let cache = self.map_cache.read().unwrap_or_else(|p| p.into_inner());
+        cache.as_ref().filter(|(at, _)| at.elapsed() <= max_age).map(|(_, m)| m.clone())
     }
 
     /// Replaces the cached map unless it is older than the cached one.
     pub fn cache_map(&self, map: pb::ClusterMap) -> Arc<pb::ClusterMap> {
         let mut cache = self.map_cache.write().unwrap_or_else(|p| p.into_inner());
-        match cache.as_ref() {
-            Some(c) if c.epoch > map.epoch => c.clone(),
+        let now = std::time::Instant::now();
+        match cache.as_mut() {
+            Some((at, c)) if c.epoch > map.epoch => {
+                *at = now;
+                c.clone()
+            }
             _ => {
                 let m = Arc::new(map);
-                *cache = Some(m.clone());
+                *cache = Some((now, m.clone()));
                 m
             }
         }

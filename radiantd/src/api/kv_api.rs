@@ -75,7 +75,7 @@ impl KvApi {
     }
 
     async fn map(&self) -> Result<Arc<pb::ClusterMap>, Status> {
-        match self.node.cached_map() {
+        match self.node.cached_map(std::time::Duration::from_secs(2)) {
             Some(m) if m.shards_total > 0 && m.shard_orders.iter().all(|o| *o != 0) => Ok(m),
             _ => self.fetch_map().await,
         }

@@ -218,6 +218,9 @@ pub fn balance(map: &ClusterMap, unassigned: &[u32]) -> Vec<(u32, OrderId)> {
 /// Order replicas to start: members whose heartbeats do not report their order's replica.
 pub fn plan_spawns(map: &ClusterMap, obs: &Observed) -> Vec<SpawnReplica> {
     let mut out = Vec::new();
+    // A new bondsmith knows nothing of running replicas until the heartbeats arrive: it asks
+    // only about nodes it heard from, or once a full down-timeout has passed.
+    let settled = obs.now_ms.saturating_sub(obs.leader_since_ms) >= obs.down_after_ms;
     for o in map.orders.values() {
         let members: Vec<MemberInfo> = o
             .members
@@ -230,7 +233,8 @@ pub fn plan_spawns(map: &ClusterMap, obs: &Observed) -> Vec<SpawnReplica> {
             let running = obs.replicas.get(&m.id).is_some_and(|r| r.contains(&o.id));
             let recently =
                 obs.spawned_at.get(&(m.id, o.id)).is_some_and(|t| obs.now_ms.saturating_sub(*t) < SPAWN_RETRY_MS);
-            if up && !running && !recently {
+            let heard = settled || obs.replicas.contains_key(&m.id);
+            if up && heard && !running && !recently {
                 out.push(SpawnReplica {
                     node: m.clone(),
                     order: o.id,

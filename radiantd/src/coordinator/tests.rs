@@ -132,6 +132,12 @@ fn six_spares_make_two_orders_then_shards_split_evenly_once_heralds_registered()
 
     let spawns = plan_spawns(&map, &obs);
     assert_eq!(spawns.len(), 6);
+    // A bondsmith that just took over asks only nodes whose heartbeats it has seen.
+    let mut fresh = obs.clone();
+    fresh.leader_since_ms = fresh.now_ms - 10;
+    assert!(plan_spawns(&map, &fresh).is_empty());
+    fresh.replicas.insert(4, Default::default());
+    assert_eq!(plan_spawns(&map, &fresh).len(), 1);
     assert_eq!(spawns[0].members.len(), 3);
     // Asked recently: not asked again; reported running: not asked at all.
     obs.spawned_at.insert((4, 1), 9_999);
