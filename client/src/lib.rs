@@ -85,6 +85,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A request with a deadline.
+fn timed<T: Clone>(req: &T, timeout: Duration) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(req.clone());
+    r.set_timeout(timeout);
+    r
+}
+
 /// Whether a transport failure happened before the request left (safe to retry a write).
 fn not_sent(s: &tonic::Status) -> bool {
     let m = s.message();
@@ -260,8 +267,7 @@ impl Client {
             |m| pb::shard_of(key, m.shards_total),
             false,
             |mut c, t| {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(&req, t);
                 async move { c.get(r).await.map(|r| r.into_inner().value) }
             },
         )
@@ -275,8 +281,7 @@ impl Client {
             |m| pb::shard_of(key, m.shards_total),
             true,
             |mut c, t| {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(&req, t);
                 async move { c.put(r).await.map(|_| ()) }
             },
         )
@@ -290,8 +295,7 @@ impl Client {
             |m| pb::shard_of(key, m.shards_total),
             true,
             |mut c, t| {
-                let mut r = tonic::Request::new(req.clone());
-                r.set_timeout(t);
+                let r = timed(&req, t);
                 async move { c.delete(r).await.map(|r| r.into_inner().existed) }
             },
         )
@@ -307,8 +311,7 @@ impl Client {
                 move |_| s,
                 false,
                 move |mut c, t| {
-                    let mut r = tonic::Request::new(req.clone());
-                    r.set_timeout(t);
+                    let r = timed(&req, t);
                     async move { c.scan(r).await.map(|r| r.into_inner().items) }
                 },
             )
