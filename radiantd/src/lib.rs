@@ -2,7 +2,7 @@
 //!
 //! Started on every host, it brings up transport and a supervisor and nothing else; the
 //! supervisor runs what `radiantctl` (and later the bondsmith) asks for: a station replica,
-//! phone-home. See DESIGN.md for the words used here.
+//! phone-home, order replicas. The README defines the words used here.
 #![deny(missing_docs)]
 
 pub mod api;
