@@ -149,6 +149,10 @@ impl Client {
                     lock(&self.inner.heralds).clear();
                     return Ok(m);
                 }
+                // A node outside any cluster will not become part of one by retrying.
+                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                    last = ClientError::Failed(format!("{seed}: {}", s.message()))
+                }
                 Err(s) => last = ClientError::Unavailable(format!("{seed}: {}", s.message())),
             }
         }
@@ -202,6 +206,7 @@ impl Client {
         let mut backoff = Duration::from_millis(10);
         loop {
             let attempt = match self.map().await {
+                Err(e @ (ClientError::Failed(_) | ClientError::Invalid(_))) => return Err(e),
                 Err(e) => Attempt::Retry(None, e.to_string()),
                 Ok(map) => {
                     let shard = shard_of_map(&map);

@@ -152,3 +152,15 @@ fn a_follower_that_fell_behind_catches_up_from_a_snapshot() {
         }
     });
 }
+
+#[test]
+fn kv_against_a_node_outside_any_cluster_fails_at_once() {
+    let c = Cluster::start(1);
+    let started = std::time::Instant::now();
+    let out = c.ctl_at(&c.nodes[0].addr, &["put", "k", "v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not part of a cluster"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8), "no retrying for the whole timeout");
+}
