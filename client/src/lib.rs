@@ -250,6 +250,10 @@ impl Client {
                         return Ok(Attempt::Retry(None, s.message().to_string()));
                     }
                     lock(&self.inner.heralds).insert(r.order_id, r.herald_addr.clone());
+                    if r.order_id != order {
+                        // The shard is served by another order than our map says: refresh it.
+                        return Ok(Attempt::Retry(None, s.message().to_string()));
+                    }
                     return Ok(Attempt::Retry(Some(r.herald_addr), s.message().to_string()));
                 }
                 Err(ClientError::Failed(format!("{addr}: {}", s.message())))

@@ -97,7 +97,15 @@ impl NodeContext {
             .values()
             .map(|r| {
                 let (herald, term) = r.report();
-                pb::ReplicaReport { order_id: r.order, herald, term }
+                let (owned, nonempty) = if herald {
+                    (
+                        r.sm.owned().unwrap_or_default().into_iter().collect(),
+                        r.sm.nonempty().unwrap_or_default().into_iter().collect(),
+                    )
+                } else {
+                    (vec![], vec![])
+                };
+                pb::ReplicaReport { order_id: r.order, herald, term, owned, nonempty }
             })
             .collect()
     }

@@ -44,3 +44,47 @@ fn three_station_six_satellites_make_two_orders_of_32_shards() {
     assert_eq!(shards.as_array().unwrap().len(), 64);
     assert!(shards.as_array().unwrap().iter().all(|s| s["order"].is_u64()));
 }
+
+#[test]
+fn a_later_order_takes_over_half_the_empty_shards_and_data_stays_put() {
+    radiant_tests::init_logging();
+    let c = Cluster::start(6);
+    c.bootstrap(&[0, 1, 2]);
+    c.join(&[0, 1, 2], &[0, 1, 2]);
+    c.wait_status(0, "one order serving every shard", |s| s["orders"][0]["shards"] == 64);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let client = c.client();
+    tracing::info!("--- write 10 keys: their shards hold data and must not move");
+    rt.block_on(async {
+        for i in 0..10 {
+            client.put(format!("early-{i}").as_bytes(), b"x").await.unwrap();
+        }
+    });
+    tracing::info!("--- three more nodes join: a second order forms and empty shards move to it");
+    c.join(&[0, 1, 2], &[3, 4, 5]);
+    let s = c.wait_status(0, "two orders of 32 shards, no move under way", |s| {
+        s["orders"].as_array().is_some_and(|o| o.len() == 2 && o.iter().all(|o| o["shards"] == 32))
+    });
+    let events = c.ctl_ok(&["events", "--limit", "0"]);
+    let reasons: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains("hand over empty shard")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("released shard")), "{reasons:?}");
+    let shards = c.ctl_ok(&["shards"]);
+    let early_orders: Vec<u64> = (0..10)
+        .map(|i| {
+            let shard = radiant_proto::shard_of(format!("early-{i}").as_bytes(), 64) as usize;
+            shards[shard]["order"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(early_orders.iter().all(|o| *o == 1), "shards with data stayed in order 1: {early_orders:?} {s}");
+    rt.block_on(async {
+        for i in 0..10 {
+            assert_eq!(client.get(format!("early-{i}").as_bytes(), false).await.unwrap(), Some(b"x".to_vec()));
+        }
+        for i in 0..100 {
+            client.put(format!("late-{i}").as_bytes(), b"y").await.unwrap();
+        }
+        let all = client.scan(b"late-", 0, false).await.unwrap();
+        assert_eq!(all.len(), 100);
+    });
+}

@@ -34,7 +34,7 @@ pub fn map_json(m: &pb::ClusterMap) -> Value {
             "herald": o.herald.map(|h| h.to_string()),
             "shards": o.shards,
         })).collect::<Vec<_>>(),
-        "shards": {"total": m.shards_total, "assigned": m.shards_assigned},
+        "shards": {"total": m.shards_total, "assigned": m.shards_assigned, "moving": m.moving.len()},
         "replicas": m.replicas,
     })
 }

@@ -160,6 +160,7 @@ impl KvApi {
         let res = r.raft.client_write(cmd).await;
         tracing::trace!(order = t.order, us = started.elapsed().as_micros() as u64, "client_write");
         match res {
+            Ok(resp) if resp.data.wrong_shard => Err(handing_over(t)),
             Ok(resp) => Ok(resp.data.existed),
             Err(e) => Err(match e.forward_to_leader() {
                 Some(f) => {
@@ -173,6 +174,22 @@ impl KvApi {
     }
 }
 
+/// The order does not serve the shard right now (it has not acquired it yet, or released it
+/// for a handover): nothing was applied, so the client refreshes its map and retries.
+fn handing_over(t: &Target) -> Status {
+    let details = pb::KvRedirect { order_id: t.order, herald_addr: String::new(), epoch: t.map.epoch }.encode_to_vec();
+    Status::with_details(
+        tonic::Code::FailedPrecondition,
+        format!("shard {} is being handed over to or from order {}; retry", t.shard, t.order),
+        details.into(),
+    )
+}
+
+/// Refuses a linearizable read of a shard the order's log says it does not serve.
+fn check_owned(r: &OrderReplica, t: &Target, stale: bool) -> Result<(), Status> {
+    if stale || r.sm.owned().map_err(internal)?.contains(&t.shard) { Ok(()) } else { Err(handing_over(t)) }
+}
+
 fn internal(e: std::io::Error) -> Status {
     Status::internal(format!("storage: {e}"))
 }
@@ -183,6 +200,7 @@ impl Kv for KvApi {
         let req = req.into_inner();
         let t = self.target_of_key(&req.key).await?;
         let r = self.reader(&t, req.stale).await?;
+        check_owned(&r, &t, req.stale)?;
         let value = r.sm.get(t.shard, &req.key).map_err(internal)?;
         Ok(Response::new(pb::GetResponse { value }))
     }

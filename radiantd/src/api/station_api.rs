@@ -157,6 +157,7 @@ pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
         shard_orders: map.shard_orders.clone(),
         max_key_bytes: map.max_key_bytes,
         max_value_bytes: map.max_value_bytes,
+        moving: map.moving.iter().map(|(s, o)| (*s, *o)).collect(),
     }
 }
 

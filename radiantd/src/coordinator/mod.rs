@@ -68,6 +68,18 @@ pub struct Observed {
     pub heralds: BTreeMap<OrderId, (NodeId, u64)>,
     /// When the bondsmith last asked a node to start an order's replica.
     pub spawned_at: HashMap<(NodeId, OrderId), u64>,
+    /// What each order's herald last reported: the shards its log says it serves, and which of
+    /// those hold data.
+    pub shard_reports: BTreeMap<OrderId, ShardReport>,
+}
+
+/// A herald's report on its order's shards.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardReport {
+    /// Shards the order serves (acquired and not released, per its log).
+    pub owned: BTreeSet<u32>,
+    /// Shards whose table holds data.
+    pub nonempty: BTreeSet<u32>,
 }
 
 /// An order replica the bondsmith must ask a node to start (an action with I/O, carried out by
@@ -196,6 +208,60 @@ fn plan_orders(map: &ClusterMap, obs: &Observed, out: &mut Vec<Planned>) {
         out.push(Planned {
             change: MapChange::AssignShards { assignments },
             reason: format!("{} unassigned shards, {orders} orders with heralds: spread evenly", unassigned.len()),
+        });
+    }
+    plan_moves(map, obs, out, unassigned.is_empty() && ready);
+}
+
+/// Hands empty shards from the fullest order to the emptiest until they differ by at most one.
+/// Only a shard the source reports empty is moved (data transfer comes later); the source's
+/// own log fences it (Release), and the move completes only once the source reports it
+/// released and still empty, so no two orders ever serve a shard.
+fn plan_moves(map: &ClusterMap, obs: &Observed, out: &mut Vec<Planned>, placed: bool) {
+    for (&shard, &to) in &map.moving {
+        let from = map.shard_orders[shard as usize];
+        let Some(report) = obs.shard_reports.get(&from) else { continue };
+        if report.owned.contains(&shard) {
+            continue; // not released yet
+        }
+        if report.nonempty.contains(&shard) {
+            out.push(Planned {
+                change: MapChange::CancelMove { shard },
+                reason: format!(
+                    "shard {shard} got data before order {from} released it; moving data is not supported yet"
+                ),
+            });
+        } else {
+            out.push(Planned {
+                change: MapChange::CompleteMove { shard },
+                reason: format!("order {from} released shard {shard} empty: order {to} serves it"),
+            });
+        }
+    }
+    if !placed || map.orders.len() < 2 {
+        return;
+    }
+    // Counts as they will be once the moves under way complete.
+    let mut counts: BTreeMap<OrderId, usize> = map.orders.keys().map(|o| (*o, 0)).collect();
+    for (s, o) in map.shard_orders.iter().enumerate() {
+        let owner = map.moving.get(&(s as u32)).unwrap_or(o);
+        *counts.entry(*owner).or_default() += 1;
+    }
+    let Some((&to, &low)) = counts.iter().min_by_key(|(id, n)| (**n, **id)) else { return };
+    let Some((&from, &high)) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))) else { return };
+    if high <= low + 1 {
+        return;
+    }
+    let Some(report) = obs.shard_reports.get(&from) else { return };
+    let candidate = map.shard_orders.iter().enumerate().rev().map(|(s, o)| (s as u32, *o)).find(|(s, o)| {
+        *o == from && !map.moving.contains_key(s) && report.owned.contains(s) && !report.nonempty.contains(s)
+    });
+    if let Some((shard, _)) = candidate {
+        out.push(Planned {
+            change: MapChange::BeginMove { shard, to },
+            reason: format!(
+                "order {from} would serve {high} shards and order {to} {low}: hand over empty shard {shard}"
+            ),
         });
     }
 }

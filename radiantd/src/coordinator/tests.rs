@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::station::map::StationCommand;
 use crate::station::map::StationResponse;
@@ -24,6 +26,7 @@ fn observed(me: NodeId) -> Observed {
         replicas: HashMap::new(),
         heralds: BTreeMap::new(),
         spawned_at: HashMap::new(),
+        shard_reports: BTreeMap::new(),
     }
 }
 
@@ -170,7 +173,7 @@ fn balance_is_deterministic_and_moves_nothing() {
     obs.heralds.insert(1, (4, 1));
     converge(&mut map, &obs);
     assert_eq!(map.shard_count(1), 64);
-    // A later order gets nothing from balance: every shard is placed and none moves.
+    // A later order gets no shard from placement: they all are placed already.
     join_spares(&mut map, &mut obs, 7..=9);
     obs.heralds.insert(2, (7, 1));
     converge(&mut map, &obs);
@@ -178,4 +181,52 @@ fn balance_is_deterministic_and_moves_nothing() {
     assert_eq!(map.shard_count(2), 0);
     let a = balance(&map, &[1, 2, 3]);
     assert_eq!(a, vec![(1, 2), (2, 2), (3, 2)]);
+}
+
+#[test]
+fn empty_shards_move_to_a_later_order_through_release_and_only_then() {
+    let mut map = ClusterMap::default();
+    let mut obs = observed(1);
+    converge(&mut map, &obs);
+    join_spares(&mut map, &mut obs, 4..=6);
+    obs.heralds.insert(1, (4, 1));
+    converge(&mut map, &obs);
+    join_spares(&mut map, &mut obs, 7..=9);
+    obs.heralds.insert(2, (7, 1));
+    converge(&mut map, &obs);
+    assert!(map.moving.is_empty(), "no move without a report from order 1's herald");
+
+    // Order 1 serves everything; shards 60..64 hold data.
+    let all: BTreeSet<u32> = (0..64).collect();
+    let full: BTreeSet<u32> = (60..64).collect();
+    obs.shard_reports.insert(1, ShardReport { owned: all.clone(), nonempty: full.clone() });
+    converge(&mut map, &obs);
+    assert_eq!(map.moving.len(), 32, "enough moves begun to balance");
+    assert!(map.moving.keys().all(|s| !full.contains(s)), "only empty shards move");
+    assert_eq!(map.shard_count(1), 64, "nothing changes hands before the release");
+
+    // Order 1 released them, all empty but one that got a write meanwhile.
+    let moving: Vec<u32> = map.moving.keys().copied().collect();
+    let written = moving[0];
+    let owned: BTreeSet<u32> = all.iter().copied().filter(|s| !map.moving.contains_key(s)).collect();
+    let mut nonempty = full.clone();
+    nonempty.insert(written);
+    obs.shard_reports.insert(1, ShardReport { owned: owned.clone(), nonempty: nonempty.clone() });
+    let planned = plan(&map, &obs);
+    assert!(planned.iter().any(|p| p.change == MapChange::CancelMove { shard: written }));
+    assert_eq!(planned.iter().filter(|p| matches!(p.change, MapChange::CompleteMove { .. })).count(), 31);
+    // The cancelled shard is re-acquired by order 1; another empty one is moved instead.
+    let mut reacquired = owned;
+    reacquired.insert(written);
+    obs.shard_reports.insert(1, ShardReport { owned: reacquired, nonempty });
+    for _ in 0..10 {
+        converge(&mut map, &obs);
+        let owned: BTreeSet<u32> =
+            (0..64).filter(|s| map.shard_orders[*s as usize] == 1 && !map.moving.contains_key(s)).collect();
+        obs.shard_reports.insert(1, ShardReport { owned, nonempty: obs.shard_reports[&1].nonempty.clone() });
+    }
+    assert_eq!(map.shard_count(1), 32);
+    assert_eq!(map.shard_count(2), 32);
+    assert!(map.moving.is_empty());
+    assert_eq!(map.shard_orders[written as usize], 1, "the shard with data stayed");
 }

@@ -6,6 +6,7 @@
 //! are written durably, because the log is purged behind them.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use redb::Database;
 use redb::Durability;
 use redb::ReadableDatabase;
 use redb::ReadableTable;
+use redb::ReadableTableMetadata;
 use redb::TableDefinition;
 use redb::TableHandle;
 use serde::Deserialize;
@@ -52,6 +54,21 @@ pub enum KvCommand {
         /// Key.
         key: Vec<u8>,
     },
+    /// The order starts serving these shards (the map assigned them to it).
+    Acquire {
+        /// Shards.
+        shards: Vec<u32>,
+        /// Map epoch the herald decided on; a shard released at a later epoch is not taken back.
+        epoch: u64,
+    },
+    /// The order stops serving these shards: writes to them that come later in the log are
+    /// refused. This is the fence of a shard handoff.
+    Release {
+        /// Shards.
+        shards: Vec<u32>,
+        /// Map epoch the herald decided on.
+        epoch: u64,
+    },
 }
 
 impl fmt::Display for KvCommand {
@@ -61,6 +78,8 @@ impl fmt::Display for KvCommand {
                 write!(f, "put shard {shard} key {} ({} bytes)", String::from_utf8_lossy(key), value.len())
             }
             KvCommand::Delete { shard, key } => write!(f, "delete shard {shard} key {}", String::from_utf8_lossy(key)),
+            KvCommand::Acquire { shards, epoch } => write!(f, "acquire shards {shards:?} at epoch {epoch}"),
+            KvCommand::Release { shards, epoch } => write!(f, "release shards {shards:?} at epoch {epoch}"),
         }
     }
 }
@@ -70,6 +89,8 @@ impl fmt::Display for KvCommand {
 pub struct KvResponse {
     /// Delete: whether the key existed. Put: whether it replaced a value.
     pub existed: bool,
+    /// The write was refused: the order does not serve its shard (not yet, or no longer).
+    pub wrong_shard: bool,
 }
 
 openraft::declare_raft_types!(
@@ -90,6 +111,11 @@ const SNAPSHOT: &str = "snapshot";
 struct Applied {
     last_applied: Option<LogIdOf<OrderConfig>>,
     last_membership: StoredMembershipOf<OrderConfig>,
+    /// The shards this order serves, as its own log decided.
+    owned: BTreeSet<u32>,
+    /// The map epoch each shard was last released at. An acquire decided on an older map is
+    /// ignored: it may have been decided before a handover that has completed since.
+    released_at: BTreeMap<u32, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +158,24 @@ impl KvStateMachine {
             Some(v) => Ok(Some(codec::decode(v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The shards this order serves, per its applied log.
+    pub fn owned(&self) -> io::Result<BTreeSet<u32>> {
+        Ok(self.meta::<Applied>(APPLIED)?.unwrap_or_default().owned)
+    }
+
+    /// Which of this order's shard tables hold data.
+    pub fn nonempty(&self) -> io::Result<BTreeSet<u32>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let mut out = BTreeSet::new();
+        for (shard, name) in self.shard_tables(&txn)? {
+            let t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
+            if t.len().map_err(io_err)? > 0 {
+                out.insert(shard);
+            }
+        }
+        Ok(out)
     }
 
     /// Reads a key.
@@ -216,7 +260,7 @@ impl RaftSnapshotBuilder<OrderConfig> for KvStateMachine {
         let this = self.clone();
         self.blocking(move |db, order| {
             let (applied, data) = this.dump()?;
-            let data = codec::encode(&data)?;
+            let data = codec::encode(&(&applied.owned, &applied.released_at, &data))?;
             let meta = SnapshotMetaOf::<OrderConfig> {
                 last_log_id: applied.last_applied,
                 last_membership: applied.last_membership,
@@ -263,17 +307,37 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
                     applied.last_applied = Some(entry.log_id);
                     let resp = match &entry.payload {
                         EntryPayload::Blank => KvResponse::default(),
+                        EntryPayload::Normal(KvCommand::Put { shard, .. } | KvCommand::Delete { shard, .. })
+                            if !applied.owned.contains(shard) =>
+                        {
+                            KvResponse { wrong_shard: true, ..Default::default() }
+                        }
+                        EntryPayload::Normal(KvCommand::Acquire { shards, epoch }) => {
+                            for s in shards {
+                                if applied.released_at.get(s).is_none_or(|r| epoch > r) {
+                                    applied.owned.insert(*s);
+                                }
+                            }
+                            KvResponse::default()
+                        }
+                        EntryPayload::Normal(KvCommand::Release { shards, epoch }) => {
+                            for s in shards {
+                                applied.owned.remove(s);
+                                applied.released_at.insert(*s, *epoch);
+                            }
+                            KvResponse::default()
+                        }
                         EntryPayload::Normal(KvCommand::Put { shard, key, value }) => {
                             let name = table_name(order, *shard);
                             let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
                             let existed = t.insert(key.as_slice(), value.as_slice()).map_err(io_err)?.is_some();
-                            KvResponse { existed }
+                            KvResponse { existed, wrong_shard: false }
                         }
                         EntryPayload::Normal(KvCommand::Delete { shard, key }) => {
                             let name = table_name(order, *shard);
                             let mut t = txn.open_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
                             let existed = t.remove(key.as_slice()).map_err(io_err)?.is_some();
-                            KvResponse { existed }
+                            KvResponse { existed, wrong_shard: false }
                         }
                         EntryPayload::Membership(m) => {
                             applied.last_membership =
@@ -306,8 +370,13 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
         meta: &SnapshotMetaOf<OrderConfig>,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let data: ShardData = codec::decode(&snapshot)?;
-        let applied = Applied { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
+        let (owned, released_at, data): (BTreeSet<u32>, BTreeMap<u32, u64>, ShardData) = codec::decode(&snapshot)?;
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+            owned,
+            released_at,
+        };
         let stored = codec::encode(&StoredSnapshot { meta: meta.clone(), data: snapshot })?;
         let this = self.clone();
         self.blocking(move |db, order| {

@@ -99,6 +99,9 @@ pub struct ClusterMap {
     pub max_key_bytes: u32,
     /// Largest value the Kv service accepts.
     pub max_value_bytes: u32,
+    /// Shards being handed over, to their destination order; until the handover completes the
+    /// source (`shard_orders`) keeps them.
+    pub moving: BTreeMap<u32, OrderId>,
 }
 
 /// A station member, as given at bootstrap.
@@ -173,6 +176,23 @@ pub enum MapChange {
         /// `(shard, order)` pairs.
         assignments: Vec<(u32, OrderId)>,
     },
+    /// Starts handing an empty shard over to another order: its order must release it.
+    BeginMove {
+        /// The shard.
+        shard: u32,
+        /// The destination order.
+        to: OrderId,
+    },
+    /// The source released the shard empty: the destination serves it from now on.
+    CompleteMove {
+        /// The shard.
+        shard: u32,
+    },
+    /// The handover is abandoned (the shard got data before its release); the source keeps it.
+    CancelMove {
+        /// The shard.
+        shard: u32,
+    },
 }
 
 impl fmt::Display for MapChange {
@@ -203,6 +223,9 @@ impl fmt::Display for MapChange {
                 let parts: Vec<String> = per_order.iter().map(|(o, n)| format!("{n} to order {o}")).collect();
                 write!(f, "assign {} shards: {}", assignments.len(), parts.join(", "))
             }
+            MapChange::BeginMove { shard, to } => write!(f, "begin moving shard {shard} to order {to}"),
+            MapChange::CompleteMove { shard } => write!(f, "complete the move of shard {shard}"),
+            MapChange::CancelMove { shard } => write!(f, "cancel the move of shard {shard}"),
         }
     }
 }
@@ -369,6 +392,27 @@ impl ClusterMap {
                 for (shard, order) in assignments {
                     self.shard_orders[*shard as usize] = *order;
                 }
+            }
+            MapChange::BeginMove { shard, to } => {
+                let from =
+                    self.shard_orders.get(*shard as usize).copied().ok_or_else(|| format!("no shard {shard}"))?;
+                if from == 0 || from == *to {
+                    return Err(format!("shard {shard} is not served by another order"));
+                }
+                if self.moving.contains_key(shard) {
+                    return Err(format!("shard {shard} is already moving"));
+                }
+                if !self.orders.contains_key(to) {
+                    return Err(format!("unknown order {to}"));
+                }
+                self.moving.insert(*shard, *to);
+            }
+            MapChange::CompleteMove { shard } => {
+                let to = self.moving.remove(shard).ok_or_else(|| format!("shard {shard} is not moving"))?;
+                self.shard_orders[*shard as usize] = to;
+            }
+            MapChange::CancelMove { shard } => {
+                self.moving.remove(shard).ok_or_else(|| format!("shard {shard} is not moving"))?;
             }
         }
         Ok(())

@@ -48,6 +48,7 @@ struct Observations {
     replicas: HashMap<NodeId, BTreeSet<OrderId>>,
     heralds: BTreeMap<OrderId, (NodeId, u64)>,
     spawned_at: HashMap<(NodeId, OrderId), u64>,
+    shard_reports: BTreeMap<OrderId, coordinator::ShardReport>,
 }
 
 /// A running station replica.
@@ -102,6 +103,14 @@ impl Station {
                 wake = true;
             }
             for r in reports.iter().filter(|r| r.herald) {
+                let report = coordinator::ShardReport {
+                    owned: r.owned.iter().copied().collect(),
+                    nonempty: r.nonempty.iter().copied().collect(),
+                };
+                if o.shard_reports.get(&r.order_id) != Some(&report) {
+                    o.shard_reports.insert(r.order_id, report);
+                    wake = true;
+                }
                 let newer = o.heralds.get(&r.order_id).is_none_or(|(n, t)| r.term > *t || (r.term == *t && *n != id));
                 if newer {
                     o.heralds.insert(r.order_id, (id, r.term));
@@ -168,6 +177,7 @@ impl Station {
             replicas: o.replicas.clone(),
             heralds: o.heralds.clone(),
             spawned_at: o.spawned_at.clone(),
+            shard_reports: o.shard_reports.clone(),
         }
     }
 }
