@@ -34,6 +34,7 @@ pub struct NodeContext {
     orders: RwLock<std::collections::BTreeMap<OrderId, Arc<OrderReplica>>>,
     report: Notify,
     map_cache: RwLock<Option<(std::time::Instant, Arc<pb::ClusterMap>)>>,
+    cluster_id: RwLock<Option<String>>,
     ready: AtomicBool,
 }
 
@@ -51,6 +52,7 @@ impl NodeContext {
             orders: RwLock::new(Default::default()),
             report: Notify::new(),
             map_cache: RwLock::new(None),
+            cluster_id: RwLock::new(None),
             ready: AtomicBool::new(false),
         }
     }
@@ -141,6 +143,26 @@ impl NodeContext {
                 *cache = Some((now, m.clone()));
                 m
             }
+        }
+    }
+
+    /// Records the cluster this node belongs to, as soon as its supervisor runs (or is about to
+    /// relaunch) a service of that cluster.
+    pub fn set_cluster_id(&self, cluster_id: Option<String>) {
+        *self.cluster_id.write().unwrap_or_else(|p| p.into_inner()) = cluster_id;
+    }
+
+    /// Why this node cannot serve a cluster request without a station replica or station
+    /// addresses: it is still starting its services (retry), or it belongs to no cluster.
+    pub fn no_route_status(&self) -> tonic::Status {
+        let member = self.cluster_id.read().unwrap_or_else(|p| p.into_inner()).is_some();
+        if !self.is_ready() || member {
+            tonic::Status::unavailable(format!("node {} is starting its services; retry", self.config.advertise))
+        } else {
+            tonic::Status::failed_precondition(format!(
+                "node {} is not part of a cluster yet: run `radiantctl bootstrap` or `radiantctl join`",
+                self.config.advertise
+            ))
         }
     }
 

@@ -109,6 +109,7 @@ pub async fn run(
     let server = tokio::spawn(server);
 
     let relaunched = supervisor.relaunch()?;
+    node.set_cluster_id(supervisor.cluster_id());
     node.set_ready(true);
     notify_systemd("READY=1");
     tracing::info!(relaunched, "radiantd ready");

@@ -58,10 +58,7 @@ impl KvApi {
         if let Some(station) = self.node.station() {
             return Ok(self.node.cache_map(crate::api::station_api::map_to_proto(&station.view.map())));
         }
-        let mut last = Status::failed_precondition(format!(
-            "node {} is not part of a cluster yet: run `radiantctl bootstrap` or `radiantctl join`",
-            self.node.config.advertise
-        ));
+        let mut last = self.node.no_route_status();
         for addr in self.node.phone_home_targets() {
             let Ok(ch) = self.node.peers.channel(&addr) else { continue };
             let mut req = Request::new(pb::GetMapRequest {});

@@ -57,10 +57,7 @@ impl StationApi {
         }
         let targets = self.node.phone_home_targets();
         if targets.is_empty() {
-            return Err(Status::failed_precondition(format!(
-                "node {} is not part of a cluster yet: run `radiantctl bootstrap` or `radiantctl join`",
-                self.node.config.advertise
-            )));
+            return Err(self.node.no_route_status());
         }
         if hops >= MAX_HOPS {
             return Err(Status::unavailable("station unreachable: too many forwarding hops"));

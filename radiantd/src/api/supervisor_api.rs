@@ -68,7 +68,9 @@ impl SupervisorRpc for SupervisorApi {
             )));
         }
         let name = spec.name();
+        let cluster_id = spec.cluster_id().to_string();
         let spawned = self.supervisor.spawn(spec).map_err(status_of)?;
+        self.node.set_cluster_id(Some(cluster_id));
         Ok(Response::new(pb::SpawnResponse {
             already_running: spawned == Spawned::AlreadyRunning,
             service: self.info(name),
@@ -78,6 +80,7 @@ impl SupervisorRpc for SupervisorApi {
     async fn stop(&self, req: Request<pb::StopRequest>) -> Result<Response<pb::StopResponse>, Status> {
         let name = req.into_inner().name;
         let was_running = self.supervisor.stop(&name).await.map_err(status_of)?;
+        self.node.set_cluster_id(self.supervisor.cluster_id());
         Ok(Response::new(pb::StopResponse { was_running }))
     }
 
