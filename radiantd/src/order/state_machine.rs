@@ -31,6 +31,7 @@ use redb::TableDefinition;
 use redb::TableHandle;
 use serde::Deserialize;
 use serde::Serialize;
+use serde_bytes::ByteBuf;
 
 use crate::raft::codec;
 use crate::station::map::OrderId;
@@ -43,8 +44,10 @@ pub enum KvCommand {
         /// Shard of the key.
         shard: u32,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         /// Value.
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Removes a key.
@@ -52,6 +55,7 @@ pub enum KvCommand {
         /// Shard of the key.
         shard: u32,
         /// Key.
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
     },
     /// The order starts serving these shards (the map assigned them to it).
@@ -121,11 +125,13 @@ struct Applied {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMetaOf<OrderConfig>,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 
-/// All of an order's data, by shard: the snapshot format.
-type ShardData = BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>)>>;
+/// All of an order's data, by shard: the snapshot format. Keys and values are `ByteBuf`s so
+/// serde hands each to postcard as one byte string, not one element at a time.
+type ShardData = BTreeMap<u32, Vec<(ByteBuf, ByteBuf)>>;
 
 fn io_err(e: impl Into<redb::Error>) -> io::Error {
     io::Error::other(e.into())
@@ -236,7 +242,7 @@ impl KvStateMachine {
             let mut rows = Vec::new();
             for item in t.iter().map_err(io_err)? {
                 let (k, v) = item.map_err(io_err)?;
-                rows.push((k.value().to_vec(), v.value().to_vec()));
+                rows.push((ByteBuf::from(k.value()), ByteBuf::from(v.value())));
             }
             out.insert(shard, rows);
         }
@@ -408,5 +414,37 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
         Ok(self
             .meta::<StoredSnapshot>(SNAPSHOT)?
             .map(|s| SnapshotOf::<OrderConfig, Vec<u8>> { meta: s.meta, snapshot: s.data }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How `KvCommand` was declared before its byte fields went through `serde_bytes`.
+    #[derive(Serialize)]
+    enum PlainKvCommand {
+        Put { shard: u32, key: Vec<u8>, value: Vec<u8> },
+        Delete { shard: u32, key: Vec<u8> },
+    }
+
+    /// `serde_bytes` changes how serde hands the bytes to postcard (one slice instead of one
+    /// call per byte), not the bytes postcard writes: logs and snapshots written before the
+    /// change still decode, and an order can run mixed versions during an upgrade.
+    #[test]
+    fn byte_fields_keep_the_wire_format() {
+        let value = vec![7u8; 70_000];
+        let old = codec::encode(&PlainKvCommand::Put { shard: 3, key: b"k".to_vec(), value: value.clone() }).unwrap();
+        let new = KvCommand::Put { shard: 3, key: b"k".to_vec(), value };
+        assert_eq!(codec::encode(&new).unwrap(), old);
+        assert_eq!(codec::decode::<KvCommand>(&old).unwrap(), new);
+
+        let old = codec::encode(&PlainKvCommand::Delete { shard: 1, key: b"gone".to_vec() }).unwrap();
+        assert_eq!(codec::decode::<KvCommand>(&old).unwrap(), KvCommand::Delete { shard: 1, key: b"gone".to_vec() });
+
+        type PlainShardData = BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>)>>;
+        let rows: PlainShardData = [(5, vec![(b"a".to_vec(), vec![1; 300])])].into();
+        let data: ShardData = [(5, vec![(ByteBuf::from(b"a".to_vec()), ByteBuf::from(vec![1; 300]))])].into();
+        assert_eq!(codec::encode(&data).unwrap(), codec::encode(&rows).unwrap());
     }
 }

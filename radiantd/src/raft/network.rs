@@ -206,7 +206,7 @@ where
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let wire = (vote, snapshot.meta, snapshot.snapshot);
+        let wire = (vote, snapshot.meta, serde_bytes::ByteBuf::from(snapshot.snapshot));
         let ttl = option.hard_ttl();
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),

@@ -50,8 +50,9 @@ pub trait GroupHandler: Send + Sync + 'static {
     fn handle(&self, method: RaftMethod, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
 }
 
-/// The wire form of a full snapshot: vote, metadata and the state machine's bytes.
-pub type SnapshotWire<C> = (openraft::alias::VoteOf<C>, openraft::alias::SnapshotMetaOf<C>, Vec<u8>);
+/// The wire form of a full snapshot: vote, metadata and the state machine's bytes (a
+/// `ByteBuf`, which postcard copies in one piece instead of byte by byte).
+pub type SnapshotWire<C> = (openraft::alias::VoteOf<C>, openraft::alias::SnapshotMetaOf<C>, serde_bytes::ByteBuf);
 
 impl<C, SM> GroupHandler for Raft<C, SM>
 where
@@ -77,7 +78,7 @@ where
                 }
                 RaftMethod::Snapshot => {
                     let (vote, meta, data): SnapshotWire<C> = codec::decode(&payload)?;
-                    let snapshot = openraft::alias::SnapshotOf::<C, Vec<u8>> { meta, snapshot: data };
+                    let snapshot = openraft::alias::SnapshotOf::<C, Vec<u8>> { meta, snapshot: data.into_vec() };
                     let r = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| stopped(&e))?;
                     codec::encode(&r)?
                 }

@@ -60,6 +60,7 @@ pub struct SmState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMetaOf<StationConfig>,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
 }
 
