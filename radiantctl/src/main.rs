@@ -119,6 +119,15 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         keys: u64,
     },
+    /// List the cluster settings with their values, defaults and meanings.
+    Settings,
+    /// Change a cluster setting (journaled); an unknown name or a bad value exits 5.
+    Set {
+        /// Setting name (see `radiantctl settings`).
+        name: String,
+        /// New value.
+        value: String,
+    },
     /// Show the journal of recovery actions.
     Events {
         /// Show at most this many recent entries (0: all).
@@ -192,6 +201,8 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Get { key, stale } => cmd::kv::get(&endpoint, cli.output, &key, stale).await?,
         Command::Del { key } => cmd::kv::del(&endpoint, cli.output, &key).await?,
         Command::Scan { prefix, limit, stale } => cmd::kv::scan(&endpoint, cli.output, &prefix, limit, stale).await?,
+        Command::Settings => cmd::settings::list(&endpoint, cli.output).await?,
+        Command::Set { name, value } => cmd::settings::set(&endpoint, cli.output, &name, &value).await?,
         Command::Events { limit } => cmd::show::events(&endpoint, cli.output, limit).await?,
         Command::Demo { action: Some(DemoAction::Down { dir }), .. } => cmd::demo::down(&dir)?,
         Command::Demo { action: None, nodes, station, dir, detach } => {

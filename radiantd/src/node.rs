@@ -93,23 +93,7 @@ impl NodeContext {
 
     /// What this node's heartbeats report about its order replicas.
     pub fn replica_reports(&self) -> Vec<pb::ReplicaReport> {
-        self.orders
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|r| {
-                let (herald, term) = r.report();
-                let (owned, nonempty) = if herald {
-                    (
-                        r.sm.owned().unwrap_or_default().into_iter().collect(),
-                        r.sm.nonempty().unwrap_or_default().into_iter().collect(),
-                    )
-                } else {
-                    (vec![], vec![])
-                };
-                pb::ReplicaReport { order_id: r.order, herald, term, owned, nonempty }
-            })
-            .collect()
+        self.orders.read().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.report()).collect()
     }
 
     /// Asks the heartbeat loops to report now (a replica started, or leadership moved).

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use radiant_proto::herald_server::HeraldServer;
 use radiant_proto::kv_server::KvServer;
 use radiant_proto::raft_transport_server::RaftTransportServer;
 use radiant_proto::station_server::StationServer;
@@ -10,6 +11,7 @@ use radiant_proto::supervisor_server::SupervisorServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::api::HeraldApi;
 use crate::api::KvApi;
 use crate::api::RaftApi;
 use crate::api::StationApi;
@@ -97,6 +99,7 @@ pub async fn run(
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(2)))
         .add_service(SupervisorServer::new(SupervisorApi::new(node.clone(), supervisor.clone())))
         .add_service(StationServer::new(StationApi::new(node.clone())))
+        .add_service(HeraldServer::new(HeraldApi::new(node.clone())))
         .add_service(RaftTransportServer::new(RaftApi::new(node.clone())).max_decoding_message_size(256 * 1024 * 1024))
         .add_service(
             KvServer::new(KvApi::new(node.clone()))

@@ -6,6 +6,7 @@
 #![deny(missing_docs)]
 
 pub mod linearizability;
+pub mod workload;
 
 use std::path::Path;
 use std::path::PathBuf;
@@ -351,6 +352,21 @@ pub mod status {
         let order = s["orders"].as_array()?.iter().find(|o| o["id"] == id)?;
         let herald = order["herald"].as_str()?;
         s["nodes"].as_array()?.iter().find(|n| n["id"] == herald)?["name"].as_str().map(String::from)
+    }
+
+    /// The name of the node with id `id` (ids are decimal strings in the JSON).
+    pub fn name_of(s: &Value, id: &str) -> Option<String> {
+        s["nodes"].as_array()?.iter().find(|n| n["id"] == id)?["name"].as_str().map(String::from)
+    }
+
+    /// Names of the nodes in the order's `field` (`members`, `learners`, `retired`).
+    pub fn order_nodes(s: &Value, order: u64, field: &str) -> Vec<String> {
+        let Some(o) = s["orders"].as_array().and_then(|a| a.iter().find(|o| o["id"] == order)) else {
+            return vec![];
+        };
+        o[field]
+            .as_array()
+            .map_or(vec![], |ids| ids.iter().filter_map(|id| id.as_str()).filter_map(|id| name_of(s, id)).collect())
     }
 
     /// Number of nodes.

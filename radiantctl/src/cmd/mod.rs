@@ -5,4 +5,5 @@ pub mod bootstrap;
 pub mod demo;
 pub mod join;
 pub mod kv;
+pub mod settings;
 pub mod show;

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::SystemTime;
 
 use openraft::ReadPolicy;
 use radiant_proto as pb;
@@ -20,7 +21,11 @@ use crate::node::NodeContext;
 use crate::spec::member_to_proto;
 use crate::station::Station;
 use crate::station::map::ClusterMap;
+use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
+use crate::station::map::StationCommand;
+use crate::station::map::StationResponse;
+use crate::station::settings::SettingInfo;
 
 const HOPS: &str = "x-radiant-hops";
 const MAX_HOPS: u32 = 2;
@@ -146,6 +151,9 @@ pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
                 members: o.members.clone(),
                 herald: o.herald,
                 shards: map.shard_count(o.id) as u32,
+                learners: o.reconfig.iter().map(|r| r.add).collect(),
+                replacing: o.reconfig.as_ref().map(|r| r.remove),
+                retired: o.retired.iter().copied().collect(),
             })
             .collect(),
         shards_total: map.shards,
@@ -156,6 +164,47 @@ pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
         max_value_bytes: map.max_value_bytes,
         moving: map.moving.iter().map(|(s, o)| (*s, *o)).collect(),
     }
+}
+
+fn setting_to_proto(s: SettingInfo) -> pb::Setting {
+    pb::Setting { name: s.name.to_string(), value: s.value, default: s.default, meaning: s.meaning.to_string() }
+}
+
+/// Commits an operator's setting change through the station's log, re-reading the epoch if
+/// another change got there first.
+async fn commit_setting(station: &Station, name: &str, value: &str) -> Result<(SettingInfo, u64), Status> {
+    for _ in 0..10 {
+        let (epoch, info) = station.view.with(|m| {
+            let mut next = m.settings.clone();
+            (m.epoch, next.set(name, value))
+        });
+        let info = info.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cmd = StationCommand {
+            expected_epoch: epoch,
+            at_unix_ms: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            by: station.me(),
+            change: MapChange::Set { name: info.name.to_string(), value: info.value.clone() },
+            reason: format!("operator: radiantctl set {} {}", info.name, info.value),
+        };
+        let resp = station
+            .raft
+            .client_write(cmd)
+            .await
+            .map_err(|e| Status::unavailable(format!("the station could not commit the change: {e}")))?;
+        match resp.data {
+            StationResponse::Applied { epoch } => {
+                station.wake();
+                return Ok((info, epoch));
+            }
+            StationResponse::Stale { .. } => continue,
+            StationResponse::Rejected { reason } => return Err(Status::invalid_argument(reason)),
+            StationResponse::Nothing => return Err(Status::internal("the station applied nothing")),
+        }
+    }
+    Err(Status::unavailable("the map kept changing; retry"))
 }
 
 #[tonic::async_trait]
@@ -238,6 +287,33 @@ impl StationRpc for StationApi {
                     })
                     .collect();
                 Ok(Response::new(pb::EventsResponse { entries }))
+            }
+        }
+    }
+
+    async fn settings(&self, req: Request<pb::SettingsRequest>) -> Result<Response<pb::SettingsResponse>, Status> {
+        let hops = hops(&req);
+        let body = req.into_inner();
+        match self.route(hops)? {
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.settings(r).await }).await
+            }
+            Route::Local(station) => {
+                let map = Self::linearizable_map(&station).await?;
+                let settings = map.settings.list().into_iter().map(setting_to_proto).collect();
+                Ok(Response::new(pb::SettingsResponse { settings }))
+            }
+        }
+    }
+
+    async fn set(&self, req: Request<pb::SetRequest>) -> Result<Response<pb::SetResponse>, Status> {
+        let hops = hops(&req);
+        let body = req.into_inner();
+        match self.route(hops)? {
+            Route::Remote(targets) => self.forward(targets, hops, body, |mut c, r| async move { c.set(r).await }).await,
+            Route::Local(station) => {
+                let (info, epoch) = commit_setting(&station, &body.name, &body.value).await?;
+                Ok(Response::new(pb::SetResponse { setting: Some(setting_to_proto(info)), epoch }))
             }
         }
     }

@@ -84,6 +84,41 @@ impl SupervisorRpc for SupervisorApi {
         Ok(Response::new(pb::StopResponse { was_running }))
     }
 
+    async fn retire(&self, req: Request<pb::RetireRequest>) -> Result<Response<pb::RetireResponse>, Status> {
+        let body = req.into_inner();
+        let order = body.order_id;
+        if let Some(mine) = self.supervisor.cluster_id()
+            && mine != body.cluster_id
+        {
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: the request is for cluster {}, node {} belongs to cluster {mine}",
+                body.cluster_id, self.node.config.advertise
+            )));
+        }
+        let runs_it = self
+            .supervisor
+            .list()
+            .iter()
+            .any(|s| matches!(&s.spec, ServiceSpec::OrderReplica(o) if o.order_id == order));
+        if runs_it {
+            self.supervisor.stop("order-replica").await.map_err(status_of)?;
+        }
+        if self.node.order(order).is_some() {
+            return Err(Status::unavailable(format!("order {order}'s replica is still stopping; retry")));
+        }
+        let db = self.node.db.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::raft::log_store::purge_group(&db, order).map_err(|e| e.to_string())?;
+            crate::order::state_machine::KvStateMachine::purge(&db, order).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::internal(format!("purging order {order}: {e}")))?;
+        tracing::info!(order, "retired this node's replica of order {order} and deleted its data");
+        self.node.report_now();
+        Ok(Response::new(pb::RetireResponse { was_running: runs_it }))
+    }
+
     async fn list(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
         let services = self.supervisor.list().into_iter().filter_map(|s| self.info(&s.name)).collect();
         Ok(Response::new(pb::ListResponse { services }))

@@ -1,6 +1,8 @@
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::station::map::ClusterMap;
+use crate::station::map::MapChange;
 use crate::station::map::StationCommand;
 use crate::station::map::StationResponse;
 
@@ -9,43 +11,50 @@ fn member(id: NodeId) -> MemberInfo {
 }
 
 fn observed(me: NodeId) -> Observed {
-    Observed {
-        me,
-        now_ms: 10_000,
-        leader_since_ms: 0,
-        down_after_ms: 3_000,
-        bootstrap: BootstrapPlan {
-            cluster_id: "c".into(),
-            shards: 64,
-            replicas: 3,
-            station: vec![member(1), member(2), member(3)],
-        },
-        limits: (4096, 1 << 20),
-        announced: BTreeMap::new(),
-        last_seen: [(1, 9_000), (2, 9_000), (3, 9_000)].into_iter().collect(),
-        replicas: HashMap::new(),
-        heralds: BTreeMap::new(),
-        spawned_at: HashMap::new(),
-        shard_reports: BTreeMap::new(),
-    }
+    let bootstrap = BootstrapPlan {
+        cluster_id: "c".into(),
+        shards: 64,
+        replicas: 3,
+        station: vec![member(1), member(2), member(3)],
+    };
+    let mut obs = Observed::new(me, bootstrap, (4096, 1 << 20));
+    obs.now_ms = 10_000;
+    obs.last_seen = [(1, 9_000), (2, 9_000), (3, 9_000)].into_iter().collect();
+    obs
 }
 
-/// Applies plans the way the runtime does, one at a time, re-planning after each.
+/// The map changes of a plan, with their reasons.
+fn commits(actions: &[Action]) -> Vec<(MapChange, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Commit { change, reason } => Some((change.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The replica starts of a plan.
+fn starts(actions: &[Action]) -> Vec<Action> {
+    actions.iter().filter(|a| matches!(a, Action::StartReplica { .. })).cloned().collect()
+}
+
+/// Applies a map change as the station's log would.
+fn apply(map: &mut ClusterMap, change: MapChange, reason: &str) {
+    let cmd = StationCommand { expected_epoch: map.epoch, at_unix_ms: 0, by: 1, change, reason: reason.into() };
+    assert!(matches!(map.apply(&cmd), StationResponse::Applied { .. }), "{cmd}");
+}
+
+/// Applies plans the way the runtime does, the first map change of each, re-planning after
+/// each; I/O actions are left to the test, which plays their effect into the observations.
 fn converge(map: &mut ClusterMap, obs: &Observed) -> Vec<String> {
     let mut reasons = Vec::new();
     for _ in 0..100 {
-        let Some(p) = plan(map, obs).into_iter().next() else {
+        let Some((change, reason)) = commits(&plan(map, obs)).into_iter().next() else {
             return reasons;
         };
-        let cmd = StationCommand {
-            expected_epoch: map.epoch,
-            at_unix_ms: 0,
-            by: obs.me,
-            change: p.change,
-            reason: p.reason.clone(),
-        };
-        assert!(matches!(map.apply(&cmd), StationResponse::Applied { .. }), "{cmd}");
-        reasons.push(p.reason);
+        apply(map, change, &reason);
+        reasons.push(reason);
     }
     panic!("plan did not converge: {reasons:?}");
 }
@@ -54,9 +63,9 @@ fn converge(map: &mut ClusterMap, obs: &Observed) -> Vec<String> {
 fn empty_map_is_initialized_then_bondsmith_recorded() {
     let mut map = ClusterMap::default();
     let obs = observed(2);
-    let first = plan(&map, &obs);
+    let first = commits(&plan(&map, &obs));
     assert_eq!(first.len(), 1);
-    assert!(matches!(first[0].change, MapChange::Init { .. }));
+    assert!(matches!(first[0].0, MapChange::Init { .. }));
     let reasons = converge(&mut map, &obs);
     assert_eq!(reasons.len(), 2);
     assert_eq!(map.bondsmith, Some(2));
@@ -72,9 +81,9 @@ fn announced_nodes_are_registered_once() {
     obs.announced.insert(4, Announce { node: member(4), capacity: 10 });
     obs.announced.insert(2, Announce { node: member(2), capacity: 0 });
     obs.last_seen.insert(4, 9_500);
-    let planned = plan(&map, &obs);
+    let planned = commits(&plan(&map, &obs));
     assert_eq!(planned.len(), 2, "{planned:?}");
-    assert!(planned.iter().any(|p| p.reason.contains("station member n2 joined")));
+    assert!(planned.iter().any(|(_, reason)| reason.contains("station member n2 joined")));
     converge(&mut map, &obs);
     assert_eq!(map.state(&map.nodes[&4]), "spare");
     assert_eq!(map.state(&map.nodes[&2]), "spare");
@@ -87,15 +96,12 @@ fn silent_nodes_go_down_and_come_back() {
     let mut obs = observed(1);
     converge(&mut map, &obs);
     obs.last_seen.insert(3, 5_000);
-    let planned = plan(&map, &obs);
-    assert_eq!(
-        planned,
-        vec![Planned { change: MapChange::MarkDown { id: 3 }, reason: "heartbeat lost: none for 5000 ms".into() }]
-    );
+    let planned = commits(&plan(&map, &obs));
+    assert_eq!(planned, vec![(MapChange::MarkDown { id: 3 }, "heartbeat lost: none for 5000 ms".into())]);
     converge(&mut map, &obs);
     assert_eq!(map.state(&map.nodes[&3]), "down");
     obs.last_seen.insert(3, 9_900);
-    assert_eq!(plan(&map, &obs)[0].change, MapChange::MarkUp { id: 3 });
+    assert_eq!(commits(&plan(&map, &obs))[0].0, MapChange::MarkUp { id: 3 });
 }
 
 #[test]
@@ -107,10 +113,8 @@ fn a_new_bondsmith_waits_before_judging_liveness() {
     let mut fresh = observed(3);
     fresh.last_seen.clear();
     fresh.leader_since_ms = 9_000;
-    let planned = plan(&map, &fresh);
-    assert_eq!(planned.len(), 1);
-    assert_eq!(planned[0].change, MapChange::SetBondsmith { id: 3 });
-    assert_eq!(planned[0].reason, "station leadership moved from n1");
+    let planned = commits(&plan(&map, &fresh));
+    assert_eq!(planned, vec![(MapChange::SetBondsmith { id: 3 }, "station leadership moved from n1".into())]);
 }
 
 fn join_spares(map: &mut ClusterMap, obs: &mut Observed, ids: std::ops::RangeInclusive<NodeId>) {
@@ -133,19 +137,22 @@ fn six_spares_make_two_orders_then_shards_split_evenly_once_heralds_registered()
     assert_eq!(map.state(&map.nodes[&4]), "member");
     assert!(map.shard_orders.iter().all(|o| *o == 0), "no shards before heralds register");
 
-    let spawns = plan_spawns(&map, &obs);
+    let spawns = starts(&plan(&map, &obs));
     assert_eq!(spawns.len(), 6);
     // A bondsmith that just took over asks only nodes whose heartbeats it has seen.
     let mut fresh = obs.clone();
     fresh.leader_since_ms = fresh.now_ms - 10;
-    assert!(plan_spawns(&map, &fresh).is_empty());
+    assert!(starts(&plan(&map, &fresh)).is_empty());
     fresh.replicas.insert(4, Default::default());
-    assert_eq!(plan_spawns(&map, &fresh).len(), 1);
-    assert_eq!(spawns[0].members.len(), 3);
-    // Asked recently: not asked again; reported running: not asked at all.
-    obs.spawned_at.insert((4, 1), 9_999);
+    assert_eq!(starts(&plan(&map, &fresh)).len(), 1);
+    let Action::StartReplica { members, initialize, .. } = &spawns[0] else { unreachable!() };
+    assert_eq!(members.len(), 3);
+    assert!(*initialize, "the members an order is formed with initialize its group");
+    // Asked recently (or still asking): not asked again; reported running: not asked at all.
+    obs.recent.insert(ActionKey::Replica(4, 1), 9_999);
+    obs.recent.insert(ActionKey::Replica(7, 2), u64::MAX);
     obs.replicas.insert(5, [1].into_iter().collect());
-    assert_eq!(plan_spawns(&map, &obs).len(), 4);
+    assert_eq!(starts(&plan(&map, &obs)).len(), 3);
 
     obs.heralds.insert(1, (5, 2));
     converge(&mut map, &obs);
@@ -158,7 +165,7 @@ fn six_spares_make_two_orders_then_shards_split_evenly_once_heralds_registered()
 
     // A stale report (older term) does not overwrite; a newer one does.
     obs.heralds.insert(1, (4, 1));
-    assert!(plan(&map, &obs).is_empty());
+    assert!(commits(&plan(&map, &obs)).is_empty());
     obs.heralds.insert(1, (4, 3));
     converge(&mut map, &obs);
     assert_eq!(map.orders[&1].herald, Some(4));
@@ -212,9 +219,9 @@ fn empty_shards_move_to_a_later_order_through_release_and_only_then() {
     let mut nonempty = full.clone();
     nonempty.insert(written);
     obs.shard_reports.insert(1, ShardReport { owned: owned.clone(), nonempty: nonempty.clone() });
-    let planned = plan(&map, &obs);
-    assert!(planned.iter().any(|p| p.change == MapChange::CancelMove { shard: written }));
-    assert_eq!(planned.iter().filter(|p| matches!(p.change, MapChange::CompleteMove { .. })).count(), 31);
+    let planned = commits(&plan(&map, &obs));
+    assert!(planned.iter().any(|(c, _)| *c == MapChange::CancelMove { shard: written }));
+    assert_eq!(planned.iter().filter(|(c, _)| matches!(c, MapChange::CompleteMove { .. })).count(), 31);
     // The cancelled shard is re-acquired by order 1; another empty one is moved instead.
     let mut reacquired = owned;
     reacquired.insert(written);
@@ -229,4 +236,193 @@ fn empty_shards_move_to_a_later_order_through_release_and_only_then() {
     assert_eq!(map.shard_count(2), 32);
     assert!(map.moving.is_empty());
     assert_eq!(map.shard_orders[written as usize], 1, "the shard with data stayed");
+}
+
+/// Station 1..3, spares 4..=8 joined: order 1 = {4, 5, 6} led by 4, spares 7 and 8, every
+/// replica reported running, `replace_after_ms` = 2000.
+fn order_with_two_spares() -> (ClusterMap, Observed) {
+    let mut map = ClusterMap::default();
+    let mut obs = observed(1);
+    converge(&mut map, &obs);
+    join_spares(&mut map, &mut obs, 4..=8);
+    assert_eq!(map.orders[&1].members, vec![4, 5, 6]);
+    apply(&mut map, MapChange::Set { name: "replace_after_ms".into(), value: "2000".into() }, "test");
+    for n in 4..=6 {
+        obs.replicas.insert(n, [1].into_iter().collect());
+    }
+    for n in 7..=8 {
+        obs.replicas.insert(n, BTreeSet::new());
+    }
+    obs.heralds.insert(1, (4, 1));
+    obs.memberships.insert(1, MembershipReport { voters: [4, 5, 6].into(), last_log_index: 100, ..Default::default() });
+    converge(&mut map, &obs);
+    assert_eq!(map.orders[&1].herald, Some(4));
+    (map, obs)
+}
+
+fn herald_cmds(actions: &[Action]) -> Vec<HeraldCmd> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Herald { cmd, .. } => Some(cmd.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_dead_member_is_replaced_by_a_spare_through_a_learner_and_one_joint_swap() {
+    let (mut map, mut obs) = order_with_two_spares();
+    assert!(plan(&map, &obs).is_empty(), "a healthy order needs nothing");
+
+    // Node 6 falls silent for 5 s: down after 3 s, replaced after 2 s more of the setting.
+    obs.last_seen.insert(6, 5_000);
+    let reasons = converge(&mut map, &obs);
+    assert!(
+        reasons.iter().any(|r| r.contains("n6 has been down for 5000 ms") && r.contains("spare n7")),
+        "{reasons:?}"
+    );
+    let r = map.orders[&1].reconfig.clone().expect("a replacement under way");
+    assert_eq!((r.add, r.remove), (7, 6));
+    assert_eq!(map.state(&map.nodes[&7]), "member", "the learner is no spare any more");
+    assert_eq!(map.orders[&1].members, vec![4, 5, 6], "members change only once the group did");
+
+    // The spare starts a replica that joins as a learner: it never initializes the group.
+    let starts = starts(&plan(&map, &obs));
+    let [Action::StartReplica { node, members, initialize, .. }] = starts.as_slice() else { panic!("{starts:?}") };
+    assert_eq!(node.id, 7);
+    assert!(!initialize);
+    assert_eq!(members.iter().map(|m| m.id).collect::<Vec<_>>(), vec![4, 5, 6, 7]);
+
+    // Running: the herald adds it as a learner.
+    obs.replicas.insert(7, [1].into_iter().collect());
+    assert!(matches!(herald_cmds(&plan(&map, &obs)).as_slice(), [HeraldCmd::AddLearner(m)] if m.id == 7));
+
+    // A learner far behind is not promoted; one within the slack is swapped for node 6.
+    let behind = MembershipReport {
+        voters: [4, 5, 6].into(),
+        learners: [7].into(),
+        matched: [(5, 100), (7, 10)].into(),
+        last_log_index: 100,
+        ..Default::default()
+    };
+    obs.memberships.insert(1, behind.clone());
+    assert!(herald_cmds(&plan(&map, &obs)).is_empty());
+    obs.memberships.insert(1, MembershipReport { matched: [(5, 100), (7, 90)].into(), ..behind });
+    assert_eq!(herald_cmds(&plan(&map, &obs)), vec![HeraldCmd::SetVoters(vec![4, 5, 7])]);
+    // Asked just now: not asked again until the herald's report can show the result.
+    obs.recent.insert(ActionKey::Membership(1), 9_999);
+    assert!(herald_cmds(&plan(&map, &obs)).is_empty());
+    obs.recent.clear();
+
+    // A herald that failed between the two entries left the group joint: ask again.
+    let joint = MembershipReport { voters: [4, 5, 7].into(), joint: true, last_log_index: 102, ..Default::default() };
+    obs.memberships.insert(1, joint);
+    assert_eq!(herald_cmds(&plan(&map, &obs)), vec![HeraldCmd::SetVoters(vec![4, 5, 7])]);
+    assert!(commits(&plan(&map, &obs)).is_empty(), "the map waits for the final configuration");
+
+    // The group runs {4, 5, 7}: the map follows, and node 6 is retired from order 1.
+    obs.memberships.insert(1, MembershipReport { voters: [4, 5, 7].into(), last_log_index: 103, ..Default::default() });
+    let reasons = converge(&mut map, &obs);
+    assert!(reasons.iter().any(|r| r.contains("runs with n7 in place of n6")), "{reasons:?}");
+    assert_eq!(map.orders[&1].members, vec![4, 5, 7]);
+    assert!(map.orders[&1].reconfig.is_none());
+    assert!(map.orders[&1].retired.contains(&6));
+    let left = plan(&map, &obs);
+    assert!(left.is_empty(), "{left:?}");
+
+    // Node 6 comes back with its old replica: it is stopped and purged, never re-added.
+    obs.last_seen.insert(6, 9_950);
+    converge(&mut map, &obs);
+    let actions = plan(&map, &obs);
+    assert!(
+        matches!(actions.as_slice(), [Action::RetireReplica { node, order: 1, .. }] if node.id == 6),
+        "{actions:?}"
+    );
+    obs.replicas.insert(6, BTreeSet::new());
+    assert_eq!(map.state(&map.nodes[&6]), "spare");
+    // Should order 1 lose another member, node 6 is never the one to take its place.
+    obs.last_seen.insert(5, 5_000);
+    obs.last_seen.insert(8, 5_000);
+    converge(&mut map, &obs);
+    assert!(map.orders[&1].reconfig.is_none(), "only n6 is spare, and it was in order 1 before");
+}
+
+#[test]
+fn no_replacement_without_a_live_majority_a_fresh_spare_or_auto_replace() {
+    // Two of three down: the joint configuration could never commit, so nothing starts.
+    let (mut map, mut obs) = order_with_two_spares();
+    obs.last_seen.insert(5, 5_000);
+    obs.last_seen.insert(6, 5_000);
+    converge(&mut map, &obs);
+    assert!(map.orders[&1].reconfig.is_none());
+
+    // Down, but not yet for replace_after_ms.
+    let (mut map, mut obs) = order_with_two_spares();
+    apply(&mut map, MapChange::Set { name: "replace_after_ms".into(), value: "60000".into() }, "test");
+    obs.last_seen.insert(6, 5_000);
+    converge(&mut map, &obs);
+    assert_eq!(map.state(&map.nodes[&6]), "down");
+    assert!(map.orders[&1].reconfig.is_none());
+
+    // auto_replace off.
+    let (mut map, mut obs) = order_with_two_spares();
+    apply(&mut map, MapChange::Set { name: "auto_replace".into(), value: "false".into() }, "test");
+    obs.last_seen.insert(6, 5_000);
+    converge(&mut map, &obs);
+    assert!(map.orders[&1].reconfig.is_none());
+
+    // No spare alive.
+    let (mut map, mut obs) = order_with_two_spares();
+    for n in [6, 7, 8] {
+        obs.last_seen.insert(n, 5_000);
+    }
+    converge(&mut map, &obs);
+    assert!(map.orders[&1].reconfig.is_none());
+
+    // A fresh bondsmith first waits to hear from everybody.
+    let (mut map, mut obs) = order_with_two_spares();
+    obs.last_seen.insert(6, 5_000);
+    obs.leader_since_ms = 9_000;
+    converge(&mut map, &obs);
+    assert!(map.orders[&1].reconfig.is_none());
+}
+
+#[test]
+fn a_learner_that_dies_or_stalls_is_abandoned_and_removed_from_the_group() {
+    let (mut map, mut obs) = order_with_two_spares();
+    obs.last_seen.insert(6, 5_000);
+    converge(&mut map, &obs);
+    assert_eq!(map.orders[&1].reconfig.as_ref().map(|r| r.add), Some(7));
+    obs.replicas.insert(7, [1].into_iter().collect());
+    obs.memberships.insert(
+        1,
+        MembershipReport {
+            voters: [4, 5, 6].into(),
+            learners: [7].into(),
+            matched: [(7, 10)].into(),
+            last_log_index: 100,
+            ..Default::default()
+        },
+    );
+
+    // No progress for a minute: abandoned; the group's learner is removed; spare 8 is next.
+    obs.learner_progress.insert((1, 7), (10, obs.now_ms));
+    // A minute passes with every node heartbeating.
+    obs.now_ms += CATCHUP_STALL_MS;
+    for t in obs.last_seen.values_mut() {
+        *t += CATCHUP_STALL_MS;
+    }
+    let reasons = converge(&mut map, &obs);
+    assert!(reasons.iter().any(|r| r.contains("made no progress")), "{reasons:?}");
+    assert_eq!(map.orders[&1].reconfig.as_ref().map(|r| r.add), Some(8), "{reasons:?}");
+    let cmds = herald_cmds(&plan(&map, &obs));
+    assert!(cmds.contains(&HeraldCmd::RemoveLearner(7)), "{cmds:?}");
+    let actions = plan(&map, &obs);
+    assert!(actions.iter().any(|a| matches!(a, Action::RetireReplica { node, .. } if node.id == 7)), "{actions:?}");
+
+    // The next learner dies before catching up: abandoned too.
+    obs.last_seen.insert(8, 5_000);
+    let reasons = converge(&mut map, &obs);
+    assert!(reasons.iter().any(|r| r.contains("n8 went down before it caught up")), "{reasons:?}");
 }

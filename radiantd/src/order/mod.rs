@@ -44,9 +44,30 @@ impl OrderReplica {
         m.state == ServerState::Leader && m.current_leader == Some(self.me) && m.vote.committed
     }
 
-    /// The current term, and whether this replica is the herald in it.
-    pub fn report(&self) -> (bool, u64) {
-        (self.is_herald(), self.raft.metrics().borrow_watched().current_term)
+    /// What the node's heartbeat says of this replica: its term, and, on the herald, the
+    /// shards the order's log says it serves and the group's membership as Raft runs it (the
+    /// bondsmith plans replacements from this, not from what it asked for).
+    pub fn report(&self) -> radiant_proto::ReplicaReport {
+        let herald = self.is_herald();
+        let m = self.raft.metrics().borrow_watched().clone();
+        let mut report =
+            radiant_proto::ReplicaReport { order_id: self.order, herald, term: m.current_term, ..Default::default() };
+        if herald {
+            report.owned = self.sm.owned().unwrap_or_default().into_iter().collect();
+            report.nonempty = self.sm.nonempty().unwrap_or_default().into_iter().collect();
+            let membership = m.membership_config.membership();
+            report.voters = membership.voter_ids().collect();
+            report.learners = membership.learner_ids().collect();
+            report.joint = membership.get_joint_config().len() > 1;
+            report.matched = m
+                .replication
+                .iter()
+                .flatten()
+                .map(|(id, log)| (*id, log.as_ref().map(|l| l.index).unwrap_or(0)))
+                .collect();
+            report.last_log_index = m.last_log_index.unwrap_or(0);
+        }
+        report
     }
 
     /// The herald's address as this replica knows it.

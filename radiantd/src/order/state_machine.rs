@@ -141,6 +141,20 @@ fn table_name(order: OrderId, shard: u32) -> String {
     format!("kv_o{order}_s{shard}")
 }
 
+/// The shard tables of `order` in the database, with their shard numbers.
+fn shard_tables(txn: &redb::ReadTransaction, order: OrderId) -> io::Result<Vec<(u32, String)>> {
+    let prefix = format!("kv_o{order}_s");
+    Ok(txn
+        .list_tables()
+        .map_err(io_err)?
+        .filter_map(|h| {
+            let name = h.name().to_string();
+            let shard = name.strip_prefix(&prefix)?.parse().ok()?;
+            Some((shard, name))
+        })
+        .collect())
+}
+
 /// The state machine of one order on this node.
 #[derive(Clone)]
 pub struct KvStateMachine {
@@ -155,6 +169,22 @@ impl KvStateMachine {
         txn.open_table(META).map_err(io_err)?;
         txn.commit().map_err(io_err)?;
         Ok(Self { db, order })
+    }
+
+    /// Deletes this order's data and applied state on this node (its replica here was retired).
+    pub fn purge(db: &Database, order: OrderId) -> io::Result<()> {
+        let tables = shard_tables(&db.begin_read().map_err(io_err)?, order)?;
+        let txn = db.begin_write().map_err(io_err)?;
+        for (_, name) in tables {
+            txn.delete_table(TableDefinition::<&[u8], &[u8]>::new(&name)).map_err(io_err)?;
+        }
+        {
+            let mut meta = txn.open_table(META).map_err(io_err)?;
+            for key in [APPLIED, SNAPSHOT] {
+                meta.remove((order, key)).map_err(io_err)?;
+            }
+        }
+        txn.commit().map_err(io_err)
     }
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -217,16 +247,7 @@ impl KvStateMachine {
     }
 
     fn shard_tables(&self, txn: &redb::ReadTransaction) -> io::Result<Vec<(u32, String)>> {
-        let prefix = format!("kv_o{}_s", self.order);
-        Ok(txn
-            .list_tables()
-            .map_err(io_err)?
-            .filter_map(|h| {
-                let name = h.name().to_string();
-                let shard = name.strip_prefix(&prefix)?.parse().ok()?;
-                Some((shard, name))
-            })
-            .collect())
+        shard_tables(txn, self.order)
     }
 
     /// The applied state and all data, read in one transaction so they match.

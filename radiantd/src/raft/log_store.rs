@@ -45,6 +45,21 @@ pub fn create_tables(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// Deletes every log entry and meta record (vote, committed, purged) of `group`: its replica
+/// on this node was retired and must never run again with this log.
+pub fn purge_group(db: &Database, group: GroupId) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    txn.open_table(LOGS)?.retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        for key in [VOTE, COMMITTED, PURGED] {
+            meta.remove((group, key))?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
 fn io_err(e: impl Into<redb::Error>) -> io::Error {
     io::Error::other(e.into())
 }

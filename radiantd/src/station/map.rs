@@ -7,11 +7,13 @@
 //! not planned for.
 
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::settings::Settings;
 use crate::identity::NodeId;
 
 /// The journal keeps this many most recent entries.
@@ -53,6 +55,24 @@ pub struct OrderRecord {
     pub herald: Option<NodeId>,
     /// The Raft term of that registration: an older term never overwrites a newer one.
     pub herald_term: u64,
+    /// The membership change under way, if any (one per order at a time).
+    pub reconfig: Option<Reconfig>,
+    /// Nodes replaced out of this order: their copy of its log may be gone or stale, so they
+    /// never become members of it again (openraft forbids reusing a member id whose log was
+    /// lost).
+    pub retired: BTreeSet<NodeId>,
+}
+
+/// A member being replaced: `add` joins as a learner, catches up, and is swapped for `remove`
+/// in one joint membership change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconfig {
+    /// The spare taking the place.
+    pub add: NodeId,
+    /// The member leaving.
+    pub remove: NodeId,
+    /// The map epoch the replacement began at.
+    pub since_epoch: u64,
 }
 
 /// One recovery action, as journaled.
@@ -102,6 +122,8 @@ pub struct ClusterMap {
     /// Shards being handed over, to their destination order; until the handover completes the
     /// source (`shard_orders`) keeps them.
     pub moving: BTreeMap<u32, OrderId>,
+    /// Cluster settings.
+    pub settings: Settings,
 }
 
 /// A station member, as given at bootstrap.
@@ -193,6 +215,41 @@ pub enum MapChange {
         /// The shard.
         shard: u32,
     },
+    /// Changes a cluster setting.
+    Set {
+        /// Setting name.
+        name: String,
+        /// New value, as text (validated on apply).
+        value: String,
+    },
+    /// Starts replacing a member of an order with a spare.
+    BeginReplace {
+        /// The order.
+        order: OrderId,
+        /// The spare.
+        add: NodeId,
+        /// The member it replaces.
+        remove: NodeId,
+    },
+    /// The order's Raft group runs with the spare in place of the member: the map follows.
+    CompleteReplace {
+        /// The order.
+        order: OrderId,
+    },
+    /// The replacement is abandoned (the spare died or never caught up); members unchanged.
+    AbortReplace {
+        /// The order.
+        order: OrderId,
+    },
+    /// Journals an action carried out outside the map (a replica started or stopped, a
+    /// command to a herald) with its outcome. Applied at any epoch and leaves the epoch as
+    /// it is: the action was decided on an earlier map and only its record is added.
+    Record {
+        /// What was done.
+        action: String,
+        /// How it went.
+        outcome: String,
+    },
 }
 
 impl fmt::Display for MapChange {
@@ -226,6 +283,13 @@ impl fmt::Display for MapChange {
             MapChange::BeginMove { shard, to } => write!(f, "begin moving shard {shard} to order {to}"),
             MapChange::CompleteMove { shard } => write!(f, "complete the move of shard {shard}"),
             MapChange::CancelMove { shard } => write!(f, "cancel the move of shard {shard}"),
+            MapChange::Set { name, value } => write!(f, "set {name} = {value}"),
+            MapChange::BeginReplace { order, add, remove } => {
+                write!(f, "begin replacing node {remove} by node {add} in order {order}")
+            }
+            MapChange::CompleteReplace { order } => write!(f, "complete the replacement in order {order}"),
+            MapChange::AbortReplace { order } => write!(f, "abandon the replacement in order {order}"),
+            MapChange::Record { action, outcome } => write!(f, "{action}: {outcome}"),
         }
     }
 }
@@ -276,6 +340,10 @@ pub enum StationResponse {
 impl ClusterMap {
     /// Applies one command deterministically (every replica reaches the same map).
     pub fn apply(&mut self, cmd: &StationCommand) -> StationResponse {
+        if let MapChange::Record { .. } = &cmd.change {
+            self.journal_push(self.epoch, cmd);
+            return StationResponse::Applied { epoch: self.epoch };
+        }
         if cmd.expected_epoch != self.epoch {
             return StationResponse::Stale { epoch: self.epoch };
         }
@@ -283,8 +351,13 @@ impl ClusterMap {
             return StationResponse::Rejected { reason };
         }
         self.epoch += 1;
+        self.journal_push(self.epoch, cmd);
+        StationResponse::Applied { epoch: self.epoch }
+    }
+
+    fn journal_push(&mut self, epoch: u64, cmd: &StationCommand) {
         self.journal.push(JournalEntry {
-            epoch: self.epoch,
+            epoch,
             at_unix_ms: cmd.at_unix_ms,
             action: cmd.change.to_string(),
             reason: cmd.reason.clone(),
@@ -294,7 +367,6 @@ impl ClusterMap {
             let excess = self.journal.len() - JOURNAL_CAP;
             self.journal.drain(..excess);
         }
-        StationResponse::Applied { epoch: self.epoch }
     }
 
     fn apply_change(&mut self, change: &MapChange) -> Result<(), String> {
@@ -364,8 +436,17 @@ impl ClusterMap {
                         return Err(format!("node {m} is already in order {o}"));
                     }
                 }
-                self.orders
-                    .insert(*id, OrderRecord { id: *id, members: members.clone(), herald: None, herald_term: 0 });
+                self.orders.insert(
+                    *id,
+                    OrderRecord {
+                        id: *id,
+                        members: members.clone(),
+                        herald: None,
+                        herald_term: 0,
+                        reconfig: None,
+                        retired: BTreeSet::new(),
+                    },
+                );
                 self.next_order_id += 1;
             }
             MapChange::SetHerald { order, node, term } => {
@@ -414,8 +495,49 @@ impl ClusterMap {
             MapChange::CancelMove { shard } => {
                 self.moving.remove(shard).ok_or_else(|| format!("shard {shard} is not moving"))?;
             }
+            MapChange::Set { name, value } => {
+                self.settings.set(name, value).map_err(|e| e.to_string())?;
+            }
+            MapChange::BeginReplace { order, add, remove } => {
+                let spare = self.nodes.get(add).ok_or_else(|| format!("unknown node {add}"))?;
+                if !spare.joined || self.order_of(*add).is_some() || self.learner_of(*add).is_some() {
+                    return Err(format!("node {add} is not a spare"));
+                }
+                let epoch = self.epoch;
+                let o = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
+                if let Some(r) = &o.reconfig {
+                    return Err(format!("order {order} is already replacing node {} by node {}", r.remove, r.add));
+                }
+                if !o.members.contains(remove) {
+                    return Err(format!("node {remove} is not a member of order {order}"));
+                }
+                if o.retired.contains(add) {
+                    return Err(format!("node {add} was replaced out of order {order} before"));
+                }
+                o.reconfig = Some(Reconfig { add: *add, remove: *remove, since_epoch: epoch });
+            }
+            MapChange::CompleteReplace { order } => {
+                let o = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
+                let r = o.reconfig.take().ok_or_else(|| format!("order {order} has no replacement under way"))?;
+                o.members.retain(|m| *m != r.remove);
+                o.members.push(r.add);
+                o.retired.insert(r.remove);
+                if o.herald == Some(r.remove) {
+                    o.herald = None;
+                }
+            }
+            MapChange::AbortReplace { order } => {
+                let o = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
+                o.reconfig.take().ok_or_else(|| format!("order {order} has no replacement under way"))?;
+            }
+            MapChange::Record { .. } => {}
         }
         Ok(())
+    }
+
+    /// The order whose replacement brings `id` in as a learner.
+    pub fn learner_of(&self, id: NodeId) -> Option<OrderId> {
+        self.orders.values().find(|o| o.reconfig.as_ref().is_some_and(|r| r.add == id)).map(|o| o.id)
     }
 
     /// The order a node belongs to.
@@ -433,7 +555,7 @@ impl ClusterMap {
     pub fn state(&self, node: &NodeRecord) -> &'static str {
         match (node.up, node.joined) {
             (false, _) => "down",
-            (true, true) if self.order_of(node.id).is_some() => "member",
+            (true, true) if self.order_of(node.id).is_some() || self.learner_of(node.id).is_some() => "member",
             (true, true) => "spare",
             (true, false) => "station",
         }

@@ -2,16 +2,14 @@
 //! the recovery coordinator; when leadership moves, the coordinator moves with it.
 
 pub mod map;
+pub mod settings;
 pub mod state_machine;
 
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 use std::time::Instant;
-use std::time::SystemTime;
 
 use openraft::BasicNode;
 use openraft::ServerState;
@@ -19,10 +17,10 @@ use openraft::async_runtime::WatchReceiver;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::coordinator;
 use crate::coordinator::Announce;
 use crate::coordinator::BootstrapPlan;
 use crate::coordinator::Observed;
+use crate::coordinator::runtime;
 use crate::identity::NodeId;
 use crate::node::NodeContext;
 use crate::raft::STATION_GROUP;
@@ -32,24 +30,9 @@ use crate::spec::StationSpec;
 use crate::supervisor::ServiceCtx;
 use crate::supervisor::ServiceFailure;
 use map::MemberInfo;
-use map::OrderId;
-use map::StationCommand;
-use map::StationResponse;
 use state_machine::MapView;
 use state_machine::StationRaft;
 use state_machine::StationStateMachine;
-
-/// Observations the bondsmith keeps in memory (not in the log: a new bondsmith re-learns them).
-#[derive(Default)]
-struct Observations {
-    announced: BTreeMap<NodeId, Announce>,
-    last_seen: HashMap<NodeId, u64>,
-    leader_since_ms: u64,
-    replicas: HashMap<NodeId, BTreeSet<OrderId>>,
-    heralds: BTreeMap<OrderId, (NodeId, u64)>,
-    spawned_at: HashMap<(NodeId, OrderId), u64>,
-    shard_reports: BTreeMap<OrderId, coordinator::ShardReport>,
-}
 
 /// A running station replica.
 pub struct Station {
@@ -61,18 +44,42 @@ pub struct Station {
     pub spec: StationSpec,
     me: NodeId,
     clock: Instant,
-    down_after: Duration,
-    observed: Mutex<Observations>,
+    /// What the bondsmith observed (kept by every replica; only the bondsmith's is used).
+    observed: Mutex<Observed>,
     wake: Notify,
 }
 
 impl Station {
-    fn now_ms(&self) -> u64 {
+    /// Milliseconds on this replica's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }
 
-    fn observed(&self) -> std::sync::MutexGuard<'_, Observations> {
+    /// This node.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The observations, for the coordinator's runtime to update.
+    pub fn observed_mut(&self) -> std::sync::MutexGuard<'_, Observed> {
         self.observed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the observations, as of now, for the planner.
+    pub fn observations(&self) -> Observed {
+        let mut o = self.observed_mut().clone();
+        o.now_ms = self.now_ms();
+        o
+    }
+
+    /// Wakes the coordinator: something it plans from changed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`Station::wake`] is called.
+    pub async fn woken(&self) {
+        self.wake.notified().await
     }
 
     /// Whether this replica is the bondsmith right now: the leader, with its vote granted by a
@@ -90,35 +97,10 @@ impl Station {
     }
 
     /// Records a heartbeat and what it reports of the node's order replicas; wakes the
-    /// coordinator if that may call for an action.
+    /// coordinator if that may call for an action. Returns whether the node is known.
     pub fn heartbeat(&self, id: NodeId, reports: &[radiant_proto::ReplicaReport]) -> bool {
         let now = self.now_ms();
-        let mut wake = false;
-        {
-            let mut o = self.observed();
-            o.last_seen.insert(id, now);
-            let running: BTreeSet<OrderId> = reports.iter().map(|r| r.order_id).collect();
-            if o.replicas.get(&id) != Some(&running) {
-                o.replicas.insert(id, running);
-                wake = true;
-            }
-            for r in reports.iter().filter(|r| r.herald) {
-                let report = coordinator::ShardReport {
-                    owned: r.owned.iter().copied().collect(),
-                    nonempty: r.nonempty.iter().copied().collect(),
-                };
-                if o.shard_reports.get(&r.order_id) != Some(&report) {
-                    o.shard_reports.insert(r.order_id, report);
-                    wake = true;
-                }
-                let newer = o.heralds.get(&r.order_id).is_none_or(|(n, t)| r.term > *t || (r.term == *t && *n != id));
-                if newer {
-                    o.heralds.insert(r.order_id, (id, r.term));
-                    wake = true;
-                }
-            }
-        }
-        if wake {
+        if self.observed_mut().record_heartbeat(id, now, reports) {
             self.wake.notify_one();
         }
         let (known, down) = self.view.with(|m| match m.nodes.get(&id) {
@@ -137,7 +119,7 @@ impl Station {
         let addr = announce.node.addr.clone();
         {
             let now = self.now_ms();
-            let mut o = self.observed();
+            let mut o = self.observed_mut();
             o.last_seen.insert(id, now);
             o.announced.insert(id, announce);
         }
@@ -149,35 +131,12 @@ impl Station {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(epoch) = registered() {
-                self.observed().announced.remove(&id);
+                self.observed_mut().announced.remove(&id);
                 return Some(epoch);
             }
             if tokio::time::timeout_at(deadline, epochs.changed()).await.is_err() {
                 return None;
             }
-        }
-    }
-
-    fn observations(&self) -> Observed {
-        let o = self.observed();
-        Observed {
-            me: self.me,
-            now_ms: self.now_ms(),
-            leader_since_ms: o.leader_since_ms,
-            down_after_ms: self.down_after.as_millis() as u64,
-            bootstrap: BootstrapPlan {
-                cluster_id: self.spec.cluster_id.clone(),
-                shards: self.spec.shards,
-                replicas: self.spec.replicas,
-                station: self.spec.members.clone(),
-            },
-            limits: (self.spec.max_key_bytes, self.spec.max_value_bytes),
-            announced: o.announced.clone(),
-            last_seen: o.last_seen.clone(),
-            replicas: o.replicas.clone(),
-            heralds: o.heralds.clone(),
-            spawned_at: o.spawned_at.clone(),
-            shard_reports: o.shard_reports.clone(),
         }
     }
 }
@@ -201,8 +160,16 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
         spec: spec.clone(),
         me,
         clock: Instant::now(),
-        down_after: node.config.timing.down_after(),
-        observed: Mutex::new(Observations::default()),
+        observed: Mutex::new(Observed::new(
+            me,
+            BootstrapPlan {
+                cluster_id: spec.cluster_id.clone(),
+                shards: spec.shards,
+                replicas: spec.replicas,
+                station: spec.members.clone(),
+            },
+            (spec.max_key_bytes, spec.max_value_bytes),
+        )),
         wake: Notify::new(),
     });
     node.registry.register(STATION_GROUP, Arc::new(raft.clone()));
@@ -257,12 +224,13 @@ async fn follow_leadership(station: Arc<Station>, peers: crate::raft::network::P
                 tracing::info!(node = station.me, "became bondsmith; starting the recovery coordinator");
                 {
                     let now = station.now_ms();
-                    let mut o = station.observed();
+                    let mut o = station.observed_mut();
                     o.leader_since_ms = now;
-                    o.spawned_at.clear();
+                    o.recent.clear();
                 }
                 let token = stop.child_token();
-                running = Some((tokio::spawn(coordinator_loop(station.clone(), peers.clone(), token.clone())), token));
+                let task = tokio::spawn(runtime::coordinator_loop(station.clone(), peers.clone(), token.clone()));
+                running = Some((task, token));
             }
             (false, true) => {
                 tracing::info!(node = station.me, "no longer bondsmith; stopping the recovery coordinator");
@@ -281,62 +249,6 @@ async fn follow_leadership(station: Arc<Station>, peers: crate::raft::network::P
     if let Some((task, token)) = running.take() {
         token.cancel();
         let _ = task.await;
-    }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// The reconcile loop: plan, propose the first change, plan again; on every event and tick.
-pub async fn coordinator_loop(station: Arc<Station>, peers: crate::raft::network::Peers, stop: CancellationToken) {
-    let tick = Duration::from_millis(250);
-    loop {
-        let map = station.view.map();
-        let observed = station.observations();
-        let spawns = coordinator::plan_spawns(&map, &observed);
-        if !spawns.is_empty() {
-            let now = station.now_ms();
-            let mut o = station.observed();
-            for s in &spawns {
-                o.spawned_at.insert((s.node.id, s.order), now);
-            }
-        }
-        for s in &spawns {
-            let (station, peers, s) = (station.clone(), peers.clone(), s.clone());
-            tokio::spawn(async move { spawn_replica(&station, &peers, &s).await });
-        }
-        let planned = coordinator::plan(&map, &observed);
-        let mut progressed = false;
-        if let Some(p) = planned.into_iter().next() {
-            let cmd = StationCommand {
-                expected_epoch: map.epoch,
-                at_unix_ms: unix_ms(),
-                by: station.me,
-                change: p.change,
-                reason: p.reason,
-            };
-            tracing::info!(epoch = map.epoch, "recovery action: {}", cmd);
-            match station.raft.client_write(cmd).await {
-                Ok(resp) => match resp.data {
-                    StationResponse::Applied { .. } | StationResponse::Stale { .. } => progressed = true,
-                    StationResponse::Rejected { reason } => tracing::warn!("recovery action rejected: {reason}"),
-                    StationResponse::Nothing => {}
-                },
-                Err(e) => tracing::warn!("recovery action not committed: {e}"),
-            }
-        }
-        if progressed {
-            if stop.is_cancelled() {
-                return;
-            }
-            continue;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = station.wake.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
-        }
     }
 }
 
@@ -368,25 +280,5 @@ async fn station_liveness(node: Arc<NodeContext>, station: Arc<Station>, stop: C
             _ = tokio::time::sleep(interval) => {}
             _ = node.report_requested() => {}
         }
-    }
-}
-
-/// Asks a node's supervisor to start an order replica.
-async fn spawn_replica(station: &Station, peers: &crate::raft::network::Peers, s: &coordinator::SpawnReplica) {
-    use radiant_proto as pb;
-    tracing::info!(node = %s.node.name, order = s.order, "recovery action: start order replica ({})", s.reason);
-    let spec = pb::ServiceSpec {
-        kind: Some(pb::service_spec::Kind::OrderReplica(pb::OrderSpec {
-            cluster_id: station.spec.cluster_id.clone(),
-            order_id: s.order,
-            members: s.members.iter().map(crate::spec::member_to_proto).collect(),
-            initialize: true,
-        })),
-    };
-    let Ok(ch) = peers.channel(&s.node.addr) else { return };
-    let mut req = tonic::Request::new(pb::SpawnRequest { spec: Some(spec) });
-    req.set_timeout(Duration::from_secs(5));
-    if let Err(e) = pb::supervisor_client::SupervisorClient::new(ch).spawn(req).await {
-        tracing::warn!(node = %s.node.name, order = s.order, "cannot start order replica: {}", e.message());
     }
 }

@@ -1,0 +1,79 @@
+//! `Herald` service: the bondsmith's membership commands to an order's leader. The herald
+//! carries each out on its own Raft group; what the group then runs is the truth, and the
+//! herald's heartbeats report it back, so a command lost in a failover is simply planned again.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use openraft::BasicNode;
+use openraft::ChangeMembers;
+use radiant_proto as pb;
+use radiant_proto::herald_server::Herald as HeraldRpc;
+use radiant_proto::reconfigure_request::Change;
+use tonic::Request;
+use tonic::Response;
+use tonic::Status;
+
+use crate::identity::NodeId;
+use crate::node::NodeContext;
+
+/// The herald's gRPC face.
+pub struct HeraldApi {
+    node: Arc<NodeContext>,
+}
+
+impl HeraldApi {
+    /// Serves herald commands on `node`.
+    pub fn new(node: Arc<NodeContext>) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl HeraldRpc for HeraldApi {
+    async fn reconfigure(
+        &self,
+        req: Request<pb::ReconfigureRequest>,
+    ) -> Result<Response<pb::ReconfigureResponse>, Status> {
+        let body = req.into_inner();
+        let replica = self
+            .node
+            .order(body.order_id)
+            .ok_or_else(|| Status::failed_precondition(format!("order {} runs no replica here", body.order_id)))?;
+        if body.cluster_id != replica.spec.cluster_id {
+            return Err(Status::failed_precondition(format!(
+                "cluster id mismatch: the request is for cluster {}, order {} here belongs to cluster {}",
+                body.cluster_id, body.order_id, replica.spec.cluster_id
+            )));
+        }
+        if !replica.is_herald() {
+            return Err(Status::failed_precondition(format!("this node is not order {}'s herald", body.order_id)));
+        }
+        let change = body.change.ok_or_else(|| Status::invalid_argument("reconfigure names no change"))?;
+        let raft = &replica.raft;
+        let result = match change {
+            // Non-blocking: openraft's own wait has no deadline and a loose idea of caught up
+            // (5000 entries); the bondsmith watches the learner's progress in our reports.
+            Change::AddLearner(m) => {
+                if m.id == 0 || m.addr.is_empty() {
+                    return Err(Status::invalid_argument("a learner needs a non-zero id and an address"));
+                }
+                raft.add_learner(m.id, BasicNode::new(&m.addr), false).await.map(|_| ())
+            }
+            Change::SetVoters(v) => {
+                let voters: BTreeSet<NodeId> = v.voters.into_iter().collect();
+                if voters.is_empty() {
+                    return Err(Status::invalid_argument("an order needs voters"));
+                }
+                // retain = false: a voter left out leaves the group instead of staying a learner.
+                raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false).await.map(|_| ())
+            }
+            Change::RemoveLearner(id) => {
+                raft.change_membership(ChangeMembers::RemoveNodes([id].into_iter().collect()), false).await.map(|_| ())
+            }
+        };
+        result.map_err(|e| Status::unavailable(format!("order {}: membership change failed: {e}", body.order_id)))?;
+        self.node.report_now();
+        Ok(Response::new(pb::ReconfigureResponse {}))
+    }
+}

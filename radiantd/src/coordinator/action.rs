@@ -1,0 +1,130 @@
+//! The one action type of the recovery coordinator: what the planner decides and the runtime
+//! carries out. A map change goes through the station's log; the others are requests to a
+//! node's supervisor or to an order's herald, and the runtime journals each of those too.
+
+use std::fmt;
+
+use crate::identity::NodeId;
+use crate::station::map::MapChange;
+use crate::station::map::MemberInfo;
+use crate::station::map::OrderId;
+
+/// One step toward the desired cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Change the map (through the station's log, at the epoch it was planned at).
+    Commit {
+        /// The change.
+        change: MapChange,
+        /// Why, for the journal.
+        reason: String,
+    },
+    /// Ask a node's supervisor to run a replica of an order.
+    StartReplica {
+        /// The node.
+        node: MemberInfo,
+        /// The order.
+        order: OrderId,
+        /// The order's members (with `node`).
+        members: Vec<MemberInfo>,
+        /// True for the members an order is formed with, which initialize its group; a
+        /// replacement joins as a learner and must never initialize (it would start a second,
+        /// conflicting log).
+        initialize: bool,
+        /// Why.
+        reason: String,
+    },
+    /// Ask a node's supervisor to stop its replica of an order and delete that replica's data.
+    RetireReplica {
+        /// The node.
+        node: MemberInfo,
+        /// The order.
+        order: OrderId,
+        /// Why.
+        reason: String,
+    },
+    /// Ask an order's herald to change its group's membership.
+    Herald {
+        /// The order.
+        order: OrderId,
+        /// Its herald.
+        herald: MemberInfo,
+        /// What to do.
+        cmd: HeraldCmd,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A membership command for a herald.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeraldCmd {
+    /// Add a node as a learner (it receives the log but does not vote).
+    AddLearner(MemberInfo),
+    /// Make exactly these nodes the voters, through a joint configuration; voters left out
+    /// are removed from the group.
+    SetVoters(Vec<NodeId>),
+    /// Remove a learner that will not be promoted.
+    RemoveLearner(NodeId),
+}
+
+/// What an I/O action acts on: the runtime runs one action per key at a time, and the planner
+/// does not repeat one whose effect the observations cannot show yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActionKey {
+    /// A node's replica of an order.
+    Replica(NodeId, OrderId),
+    /// An order's membership.
+    Membership(OrderId),
+}
+
+impl Action {
+    /// The key of an I/O action; `None` for map changes, which the epoch fences instead.
+    pub fn key(&self) -> Option<ActionKey> {
+        match self {
+            Action::Commit { .. } => None,
+            Action::StartReplica { node, order, .. } | Action::RetireReplica { node, order, .. } => {
+                Some(ActionKey::Replica(node.id, *order))
+            }
+            Action::Herald { order, .. } => Some(ActionKey::Membership(*order)),
+        }
+    }
+
+    /// Why the action was decided.
+    pub fn reason(&self) -> &str {
+        match self {
+            Action::Commit { reason, .. }
+            | Action::StartReplica { reason, .. }
+            | Action::RetireReplica { reason, .. }
+            | Action::Herald { reason, .. } => reason,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Commit { change, .. } => write!(f, "{change}"),
+            Action::StartReplica { node, order, initialize: true, .. } => {
+                write!(f, "start order {order}'s replica on {}", node.name)
+            }
+            Action::StartReplica { node, order, initialize: false, .. } => {
+                write!(f, "start a learner replica of order {order} on {}", node.name)
+            }
+            Action::RetireReplica { node, order, .. } => {
+                write!(f, "stop and purge order {order}'s replica on {}", node.name)
+            }
+            Action::Herald { order, cmd: HeraldCmd::AddLearner(n), .. } => {
+                write!(f, "add {} to order {order} as a learner", n.name)
+            }
+            Action::Herald { order, cmd: HeraldCmd::SetVoters(v), .. } => write!(
+                f,
+                "set order {order}'s voters to {}",
+                v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
+            ),
+            Action::Herald { order, cmd: HeraldCmd::RemoveLearner(n), .. } => {
+                write!(f, "remove learner {n} from order {order}")
+            }
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The planner: a pure function from the cluster map and the observations to the actions that
+//! bring the cluster closer to what the map wants, most urgent first. Each rule below is one
+//! function; `coordinator/tests.rs` states each as a specification.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+
+use super::Action;
+use super::ActionKey;
+use super::CATCHUP_SLACK;
+use super::CATCHUP_STALL_MS;
+use super::HERALD_RETRY_MS;
+use super::HeraldCmd;
+use super::MembershipReport;
+use super::Observed;
+use super::SPAWN_RETRY_MS;
+use crate::identity::NodeId;
+use crate::station::map::ClusterMap;
+use crate::station::map::MapChange;
+use crate::station::map::MemberInfo;
+use crate::station::map::OrderId;
+use crate::station::map::OrderRecord;
+use crate::station::map::Reconfig;
+
+fn commit(change: MapChange, reason: String) -> Action {
+    Action::Commit { change, reason }
+}
+
+/// A node's name for the journal, or its id if the map does not know it.
+fn name_of(map: &ClusterMap, id: NodeId) -> String {
+    map.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| id.to_string())
+}
+
+fn member_info(map: &ClusterMap, id: NodeId) -> Option<MemberInfo> {
+    map.nodes.get(&id).map(|n| MemberInfo { id, name: n.name.clone(), addr: n.addr.clone() })
+}
+
+/// How long a node has been silent; a fresh bondsmith counts from its own start.
+fn silent_for(obs: &Observed, id: NodeId) -> u64 {
+    if id == obs.me {
+        return 0;
+    }
+    let since = obs.last_seen.get(&id).copied().unwrap_or(0).max(obs.leader_since_ms);
+    obs.now_ms.saturating_sub(since)
+}
+
+fn alive(map: &ClusterMap, obs: &Observed, id: NodeId) -> bool {
+    id == obs.me || obs.last_seen.get(&id).is_some_and(|&t| obs.now_ms.saturating_sub(t) < map.settings.down_after_ms)
+}
+
+/// Whether this bondsmith has led long enough to judge liveness (it heard every live node).
+fn settled(map: &ClusterMap, obs: &Observed) -> bool {
+    obs.now_ms.saturating_sub(obs.leader_since_ms) >= map.settings.down_after_ms
+}
+
+/// Plans the actions that bring the cluster in line with the map, most urgent first.
+pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Action> {
+    if map.cluster_id.is_empty() {
+        let b = &obs.bootstrap;
+        return vec![commit(
+            MapChange::Init {
+                cluster_id: b.cluster_id.clone(),
+                shards: b.shards,
+                replicas: b.replicas,
+                station: b.station.clone(),
+                max_key_bytes: obs.limits.0,
+                max_value_bytes: obs.limits.1,
+            },
+            "station quorum reached for the first time".into(),
+        )];
+    }
+    let mut out = Vec::new();
+    plan_bondsmith(map, obs, &mut out);
+    plan_registrations(map, obs, &mut out);
+    plan_liveness(map, obs, &mut out);
+    plan_orders(map, obs, &mut out);
+    plan_replacements(map, obs, &mut out);
+    plan_replicas(map, obs, &mut out);
+    plan_shards(map, obs, &mut out);
+    out
+}
+
+fn plan_bondsmith(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    if map.bondsmith != Some(obs.me) {
+        let reason = match map.bondsmith {
+            None => "first bondsmith elected".to_string(),
+            Some(old) => format!("station leadership moved from {}", name_of(map, old)),
+        };
+        out.push(commit(MapChange::SetBondsmith { id: obs.me }, reason));
+    }
+}
+
+fn plan_registrations(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    for (id, a) in &obs.announced {
+        let reason = match map.nodes.get(id) {
+            None => format!("node up: {} at {} phoned home", a.node.name, a.node.addr),
+            Some(n) if !n.joined => format!("node up: station member {} joined as a satellite", n.name),
+            Some(n) if n.addr != a.node.addr || n.name != a.node.name => {
+                format!("node up: {} now at {} (was {} at {})", a.node.name, a.node.addr, n.name, n.addr)
+            }
+            Some(_) => continue,
+        };
+        out.push(commit(MapChange::Register { node: a.node.clone(), capacity: a.capacity }, reason));
+    }
+}
+
+fn plan_liveness(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    let settled = settled(map, obs);
+    for node in map.nodes.values() {
+        let alive = alive(map, obs, node.id);
+        if node.up && !alive && settled {
+            let reason = match obs.last_seen.get(&node.id) {
+                Some(t) => format!("heartbeat lost: none for {} ms", obs.now_ms.saturating_sub(*t)),
+                None => format!(
+                    "heartbeat lost: none since this bondsmith took over {} ms ago",
+                    obs.now_ms - obs.leader_since_ms
+                ),
+            };
+            out.push(commit(MapChange::MarkDown { id: node.id }, reason));
+        } else if !node.up && alive {
+            out.push(commit(MapChange::MarkUp { id: node.id }, "heartbeat resumed".into()));
+        }
+    }
+}
+
+/// Spare nodes: joined, up, in no order and joining none, and (as far as heartbeats tell)
+/// running no order replica; by id, so choices are deterministic.
+fn spares(map: &ClusterMap, obs: &Observed) -> Vec<NodeId> {
+    map.nodes
+        .values()
+        .filter(|n| n.joined && n.up && map.order_of(n.id).is_none() && map.learner_of(n.id).is_none())
+        .filter(|n| obs.replicas.get(&n.id).is_none_or(|r| r.is_empty()))
+        .map(|n| n.id)
+        .collect()
+}
+
+fn plan_orders(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    let spare = spares(map, obs);
+    let r = map.replicas.max(1) as usize;
+    // Spares fill dead members' places first; only what is left over forms new orders.
+    let wanted = map.orders.values().filter(|o| o.reconfig.is_none() && replace_victim(map, obs, o).is_some()).count();
+    if spare.len() >= r + wanted {
+        let members: Vec<NodeId> = spare[wanted..wanted + r].to_vec();
+        let names: Vec<String> = members.iter().map(|m| name_of(map, *m)).collect();
+        out.push(commit(
+            MapChange::FormOrder { id: map.next_order_id, members },
+            format!("{} spare nodes, {r} per order: {} form order {}", spare.len(), names.join(","), map.next_order_id),
+        ));
+    }
+    for (order, (node, term)) in &obs.heralds {
+        let Some(o) = map.orders.get(order) else { continue };
+        let newer = *term > o.herald_term || (*term == o.herald_term && o.herald != Some(*node));
+        if newer && o.members.contains(node) {
+            out.push(commit(
+                MapChange::SetHerald { order: *order, node: *node, term: *term },
+                format!("herald registered: {} leads order {order} in term {term}", name_of(map, *node)),
+            ));
+        }
+    }
+}
+
+/// The member of `o` that has been down long enough to be replaced, if any.
+fn replace_victim(map: &ClusterMap, obs: &Observed, o: &OrderRecord) -> Option<NodeId> {
+    if !map.settings.auto_replace || !settled(map, obs) {
+        return None;
+    }
+    o.members.iter().copied().find(|m| {
+        !alive(map, obs, *m) && silent_for(obs, *m) >= map.settings.replace_after_ms.max(map.settings.down_after_ms)
+    })
+}
+
+/// Whether enough of `voters` are alive to commit (a strict majority).
+fn has_quorum(map: &ClusterMap, obs: &Observed, voters: &BTreeSet<NodeId>) -> bool {
+    voters.iter().filter(|v| alive(map, obs, **v)).count() > voters.len() / 2
+}
+
+/// Replacing dead order members: pick a spare, start it as a learner, have the herald add it,
+/// wait until it caught up, then swap it for the dead member in one joint change.
+fn plan_replacements(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    let mut taken = BTreeSet::new();
+    for o in map.orders.values() {
+        match &o.reconfig {
+            None => {
+                let Some(victim) = replace_victim(map, obs, o) else { continue };
+                let rest: BTreeSet<NodeId> = o.members.iter().copied().filter(|m| *m != victim).collect();
+                let live = rest.iter().filter(|m| alive(map, obs, **m)).count();
+                if live <= o.members.len() / 2 {
+                    // Both configurations of the swap need a live majority; without one the
+                    // order cannot change safely and waits for its members to come back.
+                    continue;
+                }
+                let spare = spares(map, obs)
+                    .into_iter()
+                    .find(|s| !o.retired.contains(s) && !taken.contains(s) && alive(map, obs, *s));
+                let Some(add) = spare else { continue };
+                taken.insert(add);
+                out.push(commit(
+                    MapChange::BeginReplace { order: o.id, add, remove: victim },
+                    format!(
+                        "{} has been down for {} ms (replace_after_ms = {}): spare {} takes its place in order {}",
+                        name_of(map, victim),
+                        silent_for(obs, victim),
+                        map.settings.replace_after_ms,
+                        name_of(map, add),
+                        o.id
+                    ),
+                ));
+            }
+            Some(r) => plan_replacement_step(map, obs, o, r, out),
+        }
+    }
+}
+
+fn plan_replacement_step(map: &ClusterMap, obs: &Observed, o: &OrderRecord, r: &Reconfig, out: &mut Vec<Action>) {
+    let (add, remove) = (name_of(map, r.add), name_of(map, r.remove));
+    let report = obs.memberships.get(&o.id);
+    let target: BTreeSet<NodeId> = o.members.iter().copied().filter(|m| *m != r.remove).chain([r.add]).collect();
+    if report.is_some_and(|m| m.voters == target && !m.joint) {
+        out.push(commit(
+            MapChange::CompleteReplace { order: o.id },
+            format!("order {}'s group runs with {add} in place of {remove}", o.id),
+        ));
+        return;
+    }
+    let promoted = report.is_some_and(|m| m.voters.contains(&r.add));
+    if !promoted {
+        if settled(map, obs) && !alive(map, obs, r.add) {
+            out.push(commit(
+                MapChange::AbortReplace { order: o.id },
+                format!("{add} went down before it caught up with order {}", o.id),
+            ));
+            return;
+        }
+        let stalled = obs
+            .learner_progress
+            .get(&(o.id, r.add))
+            .is_some_and(|(_, since)| obs.now_ms.saturating_sub(*since) >= CATCHUP_STALL_MS);
+        if stalled {
+            out.push(commit(
+                MapChange::AbortReplace { order: o.id },
+                format!("{add} made no progress catching up with order {} for {CATCHUP_STALL_MS} ms", o.id),
+            ));
+            return;
+        }
+    }
+    let running = obs.replicas.get(&r.add).is_some_and(|s| s.contains(&o.id));
+    if !running && !obs.recently(ActionKey::Replica(r.add, o.id), SPAWN_RETRY_MS) {
+        let members: Vec<MemberInfo> = o.members.iter().chain([&r.add]).filter_map(|m| member_info(map, *m)).collect();
+        if let Some(node) = member_info(map, r.add) {
+            out.push(Action::StartReplica {
+                node,
+                order: o.id,
+                members,
+                initialize: false,
+                reason: format!("{add} replaces {remove} in order {}: it joins as a learner", o.id),
+            });
+        }
+    }
+    let (Some(report), Some(herald)) = (report, herald_of(map, obs, o)) else { return };
+    if herald.id == r.remove || obs.recently(ActionKey::Membership(o.id), HERALD_RETRY_MS) {
+        return;
+    }
+    let cmd = if report.joint {
+        // A herald that failed between the joint and the final configuration left the group
+        // joint; asking for the same voters again finishes the change.
+        Some((HeraldCmd::SetVoters(target.iter().copied().collect()), "finish the joint change".to_string()))
+    } else if !report.voters.contains(&r.add) && !report.learners.contains(&r.add) {
+        running.then(|| member_info(map, r.add)).flatten().map(|n| {
+            (HeraldCmd::AddLearner(n), format!("{add} runs a learner replica of order {}: replicate to it", o.id))
+        })
+    } else if report.learners.contains(&r.add) && caught_up(report, r.add) {
+        let old: BTreeSet<NodeId> = o.members.iter().copied().collect();
+        (has_quorum(map, obs, &old) && has_quorum(map, obs, &target)).then(|| {
+            (
+                HeraldCmd::SetVoters(target.iter().copied().collect()),
+                format!("{add} caught up with order {}: swap it for {remove}", o.id),
+            )
+        })
+    } else {
+        None
+    };
+    if let Some((cmd, reason)) = cmd {
+        out.push(Action::Herald { order: o.id, herald, cmd, reason });
+    }
+}
+
+fn caught_up(report: &MembershipReport, id: NodeId) -> bool {
+    report.matched.get(&id).is_some_and(|m| m + CATCHUP_SLACK >= report.last_log_index)
+}
+
+/// The herald of `o` if the map has one and it is alive.
+fn herald_of(map: &ClusterMap, obs: &Observed, o: &OrderRecord) -> Option<MemberInfo> {
+    o.herald.filter(|h| alive(map, obs, *h)).and_then(|h| member_info(map, h))
+}
+
+/// Replicas to start and to retire, from what nodes report running: every member runs its
+/// order's replica; a node runs no replica of an order it is not (or no longer) in; a herald
+/// keeps no learner the map does not plan.
+fn plan_replicas(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    // A new bondsmith knows nothing of running replicas until the heartbeats arrive: it asks
+    // only about nodes it heard from, or once a full down-timeout has passed.
+    let settled = settled(map, obs);
+    for o in map.orders.values() {
+        let members: Vec<MemberInfo> = o.members.iter().filter_map(|m| member_info(map, *m)).collect();
+        for m in &members {
+            let up = map.nodes.get(&m.id).is_some_and(|n| n.up);
+            let running = obs.replicas.get(&m.id).is_some_and(|r| r.contains(&o.id));
+            let heard = settled || obs.replicas.contains_key(&m.id);
+            if up && heard && !running && !obs.recently(ActionKey::Replica(m.id, o.id), SPAWN_RETRY_MS) {
+                out.push(Action::StartReplica {
+                    node: m.clone(),
+                    order: o.id,
+                    members: members.clone(),
+                    initialize: true,
+                    reason: format!("{} is a member of order {} but does not run its replica", m.name, o.id),
+                });
+            }
+        }
+    }
+    // A node that is down is retired when it is next heard from (its last report is stale).
+    let mut stray: BTreeMap<NodeId, Vec<OrderId>> = BTreeMap::new();
+    for (node, orders) in obs.replicas.iter().filter(|(n, _)| alive(map, obs, **n)) {
+        for order in orders {
+            let member = map.orders.get(order).is_some_and(|o| o.members.contains(node));
+            if !member && map.learner_of(*node) != Some(*order) {
+                stray.entry(*node).or_default().push(*order);
+            }
+        }
+    }
+    for (node, orders) in stray {
+        let Some(info) = member_info(map, node) else { continue };
+        for order in orders {
+            if obs.recently(ActionKey::Replica(node, order), SPAWN_RETRY_MS) {
+                continue;
+            }
+            let retired = map.orders.get(&order).is_some_and(|o| o.retired.contains(&node));
+            out.push(Action::RetireReplica {
+                node: info.clone(),
+                order,
+                reason: if retired {
+                    format!("{} was replaced in order {order}: its copy goes", info.name)
+                } else {
+                    format!("{} runs a replica of order {order} but is not its member", info.name)
+                },
+            });
+        }
+    }
+    for o in map.orders.values() {
+        let Some(report) = obs.memberships.get(&o.id) else { continue };
+        let planned = o.reconfig.as_ref().map(|r| r.add);
+        let Some(extra) = report.learners.iter().copied().find(|l| Some(*l) != planned) else { continue };
+        let Some(herald) = herald_of(map, obs, o) else { continue };
+        if !obs.recently(ActionKey::Membership(o.id), HERALD_RETRY_MS) && !report.joint {
+            out.push(Action::Herald {
+                order: o.id,
+                herald,
+                cmd: HeraldCmd::RemoveLearner(extra),
+                reason: format!("{} is a learner of order {} that no replacement needs", name_of(map, extra), o.id),
+            });
+        }
+    }
+}
+
+fn plan_shards(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    // Shards are placed once no further order can form and every order has a herald: with no
+    // data transfer yet, a shard stays where it is first placed.
+    let r = map.replicas.max(1) as usize;
+    let unassigned: Vec<u32> =
+        map.shard_orders.iter().enumerate().filter(|(_, o)| **o == 0).map(|(s, _)| s as u32).collect();
+    let ready = !map.orders.is_empty() && map.orders.values().all(|o| o.herald.is_some());
+    if !unassigned.is_empty() && ready && spares(map, obs).len() < r {
+        let assignments = balance(map, &unassigned);
+        let orders = map.orders.len();
+        out.push(commit(
+            MapChange::AssignShards { assignments },
+            format!("{} unassigned shards, {orders} orders with heralds: spread evenly", unassigned.len()),
+        ));
+    }
+    plan_moves(map, obs, out, unassigned.is_empty() && ready);
+}
+
+/// Hands empty shards from the fullest order to the emptiest until they differ by at most one.
+/// Only a shard the source reports empty is moved (data transfer comes later); the source's
+/// own log fences it (Release), and the move completes only once the source reports it
+/// released and still empty, so no two orders ever serve a shard.
+fn plan_moves(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>, placed: bool) {
+    for (&shard, &to) in &map.moving {
+        let from = map.shard_orders[shard as usize];
+        let Some(report) = obs.shard_reports.get(&from) else { continue };
+        if report.owned.contains(&shard) {
+            continue; // not released yet
+        }
+        if report.nonempty.contains(&shard) {
+            out.push(commit(
+                MapChange::CancelMove { shard },
+                format!("shard {shard} got data before order {from} released it; moving data is not supported yet"),
+            ));
+        } else {
+            out.push(commit(
+                MapChange::CompleteMove { shard },
+                format!("order {from} released shard {shard} empty: order {to} serves it"),
+            ));
+        }
+    }
+    if !placed || map.orders.len() < 2 {
+        return;
+    }
+    // Counts as they will be once the moves under way complete.
+    let mut counts: BTreeMap<OrderId, usize> = map.orders.keys().map(|o| (*o, 0)).collect();
+    for (s, o) in map.shard_orders.iter().enumerate() {
+        let owner = map.moving.get(&(s as u32)).unwrap_or(o);
+        *counts.entry(*owner).or_default() += 1;
+    }
+    let Some((&to, &low)) = counts.iter().min_by_key(|(id, n)| (**n, **id)) else { return };
+    let Some((&from, &high)) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))) else { return };
+    if high <= low + 1 {
+        return;
+    }
+    let Some(report) = obs.shard_reports.get(&from) else { return };
+    let candidate = map.shard_orders.iter().enumerate().rev().map(|(s, o)| (s as u32, *o)).find(|(s, o)| {
+        *o == from && !map.moving.contains_key(s) && report.owned.contains(s) && !report.nonempty.contains(s)
+    });
+    if let Some((shard, _)) = candidate {
+        out.push(commit(
+            MapChange::BeginMove { shard, to },
+            format!("order {from} would serve {high} shards and order {to} {low}: hand over empty shard {shard}"),
+        ));
+    }
+}
+
+/// Gives each unassigned shard to the order serving the fewest (ties: lowest id), so order
+/// sizes differ by at most one among the receivers and no assigned shard moves.
+pub fn balance(map: &ClusterMap, unassigned: &[u32]) -> Vec<(u32, OrderId)> {
+    let mut counts: BTreeMap<OrderId, usize> = map.orders.keys().map(|o| (*o, map.shard_count(*o))).collect();
+    let mut out = Vec::with_capacity(unassigned.len());
+    for &s in unassigned {
+        let Some((&order, _)) = counts.iter().min_by_key(|(id, n)| (**n, **id)) else { break };
+        out.push((s, order));
+        if let Some(n) = counts.get_mut(&order) {
+            *n += 1;
+        }
+    }
+    out
+}

@@ -1,0 +1,115 @@
+//! Recovery that changes the cluster: an order member that dies for good is replaced by a
+//! spare with no operator command (learner, catch-up, one joint membership change), while
+//! clients keep reading and writing; the replacements end up holding every acknowledged write.
+
+use std::time::Duration;
+
+use radiant_tests::Cluster;
+use radiant_tests::status;
+use radiant_tests::workload;
+use radiant_tests::workload::Workload;
+
+/// Kills `victim` for good and waits until a spare has taken its place in order 1.
+fn kill_and_wait_for_replacement(c: &mut Cluster, victim: &str) -> String {
+    tracing::info!("--- kill -9 {victim} for good");
+    let i = c.index_of(victim);
+    c.nodes[i].kill9();
+    let s = c.wait_status(0, &format!("{victim} replaced in order 1"), |s| {
+        let members = status::order_nodes(s, 1, "members");
+        members.len() == 3
+            && !members.iter().any(|m| m == victim)
+            && status::order_nodes(s, 1, "retired").iter().any(|r| r == victim)
+            && status::order_nodes(s, 1, "learners").is_empty()
+    });
+    let members = status::order_nodes(&s, 1, "members");
+    tracing::info!(?members, "--- {victim} replaced");
+    members.into_iter().find(|m| !m.is_empty()).unwrap_or_default()
+}
+
+#[test]
+fn dead_members_are_replaced_and_the_replacements_hold_every_acknowledged_write() {
+    radiant_tests::init_logging();
+    // A station of one (node 0) and five satellites: one order of three and two spares.
+    let mut c = Cluster::start(6);
+    c.bootstrap(&[0]);
+    c.join(&[0], &[1, 2, 3, 4, 5]);
+    let s = c.wait_status(0, "an order with a herald and every shard placed", |s| {
+        status::herald(s, 1).is_some() && s["shards"]["assigned"] == 64
+    });
+    let original = status::order_nodes(&s, 1, "members");
+    assert_eq!(original.len(), 3, "{s}");
+    let spares: Vec<String> = (1..6).map(|i| c.nodes[i].name.clone()).filter(|n| !original.contains(n)).collect();
+    assert!(spares.iter().all(|n| status::state(&s, n) == "spare"), "{s}");
+
+    tracing::info!("--- replace_after_ms set low through radiantctl set");
+    let set = c.ctl_ok(&["set", "replace_after_ms", "500"]);
+    assert_eq!(set["setting"]["value"], "500", "{set}");
+
+    let everyone = c.addrs(&[0, 1, 2, 3, 4, 5]);
+    let load = Workload::start(everyone, workload::seed(0x5eed_6006), 4, 20);
+    std::thread::sleep(Duration::from_secs(1)); // some history before the first fault
+
+    kill_and_wait_for_replacement(&mut c, &original[0]);
+    kill_and_wait_for_replacement(&mut c, &original[1]);
+
+    tracing::info!("--- kill -9 the last original member {}: only the replacements are left", original[2]);
+    let last = c.index_of(&original[2]);
+    c.nodes[last].kill9();
+    c.wait_status(0, "a herald among the replacements", |s| {
+        status::herald(s, 1).is_some_and(|h| spares.contains(&h)) && status::state(s, &original[2]) == "down"
+    });
+    std::thread::sleep(Duration::from_secs(1)); // history served by the replacements alone
+
+    let survivors: Vec<usize> = spares.iter().map(|n| c.index_of(n)).chain([0]).collect();
+    let completed = load.finish(c.addrs(&survivors), 200, || c.logs());
+    tracing::info!(completed, "--- history linearizable, every acknowledged write read back");
+
+    let s = c.status_via(0).expect("status");
+    let members = status::order_nodes(&s, 1, "members");
+    assert!(spares.iter().all(|n| members.contains(n)), "both spares are members: {s}");
+    let events = c.ctl_ok(&["events", "--limit", "0"]);
+    let reasons: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    for victim in &original[..2] {
+        assert!(reasons.iter().any(|r| r.contains(&format!("{victim} has been down"))), "{reasons:?}");
+    }
+    assert!(reasons.iter().any(|r| r.contains("caught up with order 1")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("operator: radiantctl set replace_after_ms 500")), "{reasons:?}");
+}
+
+#[test]
+fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
+    radiant_tests::init_logging();
+    let c = Cluster::start(1);
+    c.bootstrap(&[0]);
+    let list = c.ctl_ok(&["settings"]);
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace"]);
+    assert!(list.as_array().unwrap().iter().all(|s| s["value"] == s["default"] && s["meaning"] != ""), "{list}");
+    let epoch = c.ctl_ok(&["status"])["epoch"].as_u64().unwrap();
+
+    let set = c.ctl_ok(&["set", "auto_replace", "false"]);
+    assert_eq!(set["setting"]["value"], "false");
+    assert!(set["epoch"].as_u64().unwrap() > epoch, "a change moves the epoch: {set}");
+    let list = c.ctl_ok(&["settings"]);
+    let auto = list.as_array().unwrap().iter().find(|s| s["name"] == "auto_replace").unwrap();
+    assert_eq!((auto["value"].as_str(), auto["default"].as_str()), (Some("false"), Some("true")));
+
+    for (args, says) in [
+        (["set", "no_such_setting", "1"], "unknown setting"),
+        (["set", "down_after_ms", "10"], "bad value"),
+        (["set", "auto_replace", "maybe"], "bad value"),
+    ] {
+        let out = c.ctl_at(&c.nodes[0].addr, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {err}");
+        assert!(err.contains(says) && err.lines().count() == 1, "{args:?}: {err}");
+    }
+    let after = c.ctl_ok(&["status"])["epoch"].as_u64().unwrap();
+    assert_eq!(after, set["epoch"].as_u64().unwrap(), "refused changes change nothing");
+    let events = c.ctl_ok(&["events", "--limit", "0"]);
+    assert!(
+        events.as_array().unwrap().iter().any(|e| e["action"] == "set auto_replace = false"
+            && e["reason"] == "operator: radiantctl set auto_replace false"),
+        "{events}"
+    );
+}
