@@ -113,3 +113,64 @@ fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
         "{events}"
     );
 }
+
+#[test]
+fn a_replacement_completes_when_the_herald_and_the_bondsmith_die_in_the_middle() {
+    radiant_tests::init_logging();
+    // A station of three that serves no shards, an order of three and one spare.
+    let mut c = Cluster::start(7);
+    c.bootstrap(&[0, 1, 2]);
+    c.join(&[0, 1, 2], &[3, 4, 5, 6]);
+    let s = c.wait_status(0, "an order with a herald and every shard placed", |s| {
+        status::herald(s, 1).is_some() && s["shards"]["assigned"] == 64
+    });
+    let original = status::order_nodes(&s, 1, "members");
+    let herald = status::herald(&s, 1).unwrap();
+    let victim = original.iter().find(|m| **m != herald).unwrap().clone();
+    let spare = (3..7).map(|i| c.nodes[i].name.clone()).find(|n| !original.contains(n)).unwrap();
+    c.ctl_ok(&["set", "replace_after_ms", "0"]);
+    let client = c.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for i in 0..100 {
+            client.put(format!("before-{i}").as_bytes(), b"v").await.unwrap();
+        }
+    });
+
+    tracing::info!("--- kill -9 {victim} for good; wait until its replacement has begun");
+    let v = c.index_of(&victim);
+    c.nodes[v].kill9();
+    c.wait_status(0, "a replacement under way", |s| status::order_nodes(s, 1, "learners") == [spare.clone()]);
+
+    let s = c.status_via(0).expect("status");
+    let bondsmith = status::bondsmith(&s).unwrap();
+    let herald = status::herald(&s, 1).unwrap();
+    tracing::info!("--- kill -9 the herald {herald} and the bondsmith {bondsmith} mid-replacement, restart both");
+    let (h, b) = (c.index_of(&herald), c.index_of(&bondsmith));
+    c.nodes[h].kill9();
+    if b != h {
+        c.nodes[b].kill9();
+    }
+    c.nodes[h].start();
+    if b != h {
+        c.nodes[b].start();
+    }
+
+    let alive = (0..7).find(|&i| i != h && i != b && i != v).unwrap();
+    let s = c.wait_status(alive, "the replacement completed", |s| {
+        let members = status::order_nodes(s, 1, "members");
+        members.len() == 3
+            && members.contains(&spare)
+            && !members.contains(&victim)
+            && status::order_nodes(s, 1, "learners").is_empty()
+            && status::herald(s, 1).is_some()
+    });
+    tracing::info!(members = ?status::order_nodes(&s, 1, "members"), "--- replaced");
+    rt.block_on(async {
+        for i in 0..100 {
+            let v = client.get(format!("before-{i}").as_bytes(), false).await.unwrap();
+            assert_eq!(v.as_deref(), Some(&b"v"[..]), "before-{i}");
+        }
+        client.put(b"after", b"v").await.unwrap();
+    });
+}
