@@ -2,7 +2,10 @@
 //!
 //! The id is FNV-1a of `host:port` (as in the Rocinante seed), so an operator can predict it,
 //! but it is persisted on first start: a node that later moves to another address keeps its
-//! id, and a wiped data dir is, deliberately, a new node.
+//! id. Beside it lives a random incarnation, drawn when the data dir is created. A wiped data
+//! dir comes back with the same id (same address) but a new incarnation, and the coordinator
+//! treats it as a new node: openraft forbids a member id to come back without the log it had
+//! (it could vote with an empty log and lose committed writes).
 
 use std::path::Path;
 
@@ -25,6 +28,13 @@ pub struct Identity {
     pub id: NodeId,
     /// The address the id was derived from.
     pub first_advertise: String,
+    /// Drawn once per data dir; never 0.
+    #[serde(default)]
+    pub incarnation: u64,
+}
+
+fn new_incarnation() -> u64 {
+    rand::random::<u64>().max(1)
 }
 
 /// FNV-1a (64-bit) of the address, mapped away from 0.
@@ -38,10 +48,16 @@ pub fn node_id_for(addr: &str) -> NodeId {
 /// Loads the persisted identity, or derives and persists it on first start.
 pub fn load_or_create(data_dir: &Path, advertise: &str) -> Result<Identity, PersistError> {
     let path = data_dir.join(IDENTITY_FILE);
-    if let Some(id) = persist::load::<Identity>(&path, IDENTITY_VERSION)? {
+    if let Some(mut id) = persist::load::<Identity>(&path, IDENTITY_VERSION)? {
+        if id.incarnation == 0 {
+            // Written before incarnations existed: this data dir is still the one it was.
+            id.incarnation = new_incarnation();
+            persist::save(&path, IDENTITY_VERSION, &id)?;
+        }
         return Ok(id);
     }
-    let id = Identity { id: node_id_for(advertise), first_advertise: advertise.to_string() };
+    let id =
+        Identity { id: node_id_for(advertise), first_advertise: advertise.to_string(), incarnation: new_incarnation() };
     persist::save(&path, IDENTITY_VERSION, &id)?;
     Ok(id)
 }
@@ -65,5 +81,16 @@ mod tests {
         let b = load_or_create(dir.path(), "127.0.0.1:9999").unwrap();
         assert_eq!(a, b);
         assert_eq!(a.id, node_id_for("127.0.0.1:7400"));
+        assert_ne!(a.incarnation, 0);
+    }
+
+    #[test]
+    fn a_wiped_data_dir_keeps_the_id_and_gets_a_new_incarnation() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create(dir.path(), "127.0.0.1:7400").unwrap();
+        std::fs::remove_file(dir.path().join(IDENTITY_FILE)).unwrap();
+        let b = load_or_create(dir.path(), "127.0.0.1:7400").unwrap();
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.incarnation, b.incarnation);
     }
 }

@@ -23,6 +23,8 @@ pub struct NodeContext {
     pub config: Config,
     /// This node's id.
     pub id: NodeId,
+    /// This data dir's incarnation (see [`crate::identity`]).
+    pub incarnation: u64,
     /// The node's one database file (Raft logs and state machines of every group).
     pub db: Arc<Database>,
     /// Connections to peers.
@@ -40,10 +42,11 @@ pub struct NodeContext {
 
 impl NodeContext {
     /// A context for a node that is not ready yet.
-    pub fn new(config: Config, id: NodeId, db: Arc<Database>) -> Self {
+    pub fn new(config: Config, id: NodeId, incarnation: u64, db: Arc<Database>) -> Self {
         Self {
             config,
             id,
+            incarnation,
             db,
             peers: Peers::default(),
             registry: Registry::default(),
@@ -91,9 +94,17 @@ impl NodeContext {
         };
     }
 
-    /// What this node's heartbeats report about its order replicas.
-    pub fn replica_reports(&self) -> Vec<pb::ReplicaReport> {
-        self.orders.read().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.report()).collect()
+    /// This node's heartbeat to the bondsmith: who it is (with its incarnation) and what its
+    /// order replicas report.
+    pub fn heartbeat_request(&self, cluster_id: &str) -> pb::HeartbeatRequest {
+        let replicas = self.orders.read().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.report()).collect();
+        pb::HeartbeatRequest {
+            cluster_id: cluster_id.to_string(),
+            id: self.id,
+            addr: self.config.advertise.clone(),
+            replicas,
+            incarnation: self.incarnation,
+        }
     }
 
     /// Asks the heartbeat loops to report now (a replica started, or leadership moved).

@@ -102,6 +102,7 @@ async fn announce(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resul
         cluster_id: spec.cluster_id.clone(),
         node: Some(pb::Member { id: node.id, name: node.config.name.clone(), addr: node.config.advertise.clone() }),
         capacity: capacity(node),
+        incarnation: node.incarnation,
     });
     req.set_timeout(Duration::from_secs(10));
     let resp = client.node_up(req).await.map_err(|s| s.message().to_string())?.into_inner();
@@ -111,12 +112,7 @@ async fn announce(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resul
 async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Result<Reply, String> {
     let ch = node.peers.channel(addr).map_err(|e| e.to_string())?;
     let mut client = StationClient::new(ch);
-    let mut req = tonic::Request::new(pb::HeartbeatRequest {
-        cluster_id: spec.cluster_id.clone(),
-        id: node.id,
-        addr: node.config.advertise.clone(),
-        replicas: node.replica_reports(),
-    });
+    let mut req = tonic::Request::new(node.heartbeat_request(&spec.cluster_id));
     req.set_timeout(node.config.timing.liveness_interval() * 2);
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();
     Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch } } else { Reply::Unknown })

@@ -89,7 +89,7 @@ pub async fn run(
         .map_err(|e| ServerError::Storage { path: db_path.display().to_string(), reason: e.to_string() })?;
     tracing::info!(id = ident.id, name = %config.name, addr = %config.advertise, "radiantd starting");
 
-    let node = Arc::new(NodeContext::new(config.clone(), ident.id, db));
+    let node = Arc::new(NodeContext::new(config.clone(), ident.id, ident.incarnation, db));
     let supervisor = Supervisor::new(&config.data_dir, runner(node.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -174,3 +174,55 @@ fn a_replacement_completes_when_the_herald_and_the_bondsmith_die_in_the_middle()
         client.put(b"after", b"v").await.unwrap();
     });
 }
+
+#[test]
+fn a_member_whose_data_dir_is_wiped_comes_back_as_a_new_node_and_is_replaced() {
+    radiant_tests::init_logging();
+    // A station of one (node 0) and four satellites: one order of three and one spare.
+    let mut c = Cluster::start(5);
+    c.bootstrap(&[0]);
+    c.join(&[0], &[1, 2, 3, 4]);
+    let s = c.wait_status(0, "an order with a herald and every shard placed", |s| {
+        status::herald(s, 1).is_some() && s["shards"]["assigned"] == 64
+    });
+    let original = status::order_nodes(&s, 1, "members");
+    let herald = status::herald(&s, 1).unwrap();
+    let victim = original.iter().find(|m| **m != herald).unwrap().clone();
+    let spare = (1..5).map(|i| c.nodes[i].name.clone()).find(|n| !original.contains(n)).unwrap();
+    let client = c.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for i in 0..50 {
+            client.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+        }
+    });
+
+    tracing::info!("--- kill -9 {victim}, wipe its data dir, start it and join it again");
+    let v = c.index_of(&victim);
+    c.nodes[v].kill9();
+    std::fs::remove_dir_all(c.nodes[v].dir.join("data")).unwrap();
+    c.nodes[v].start();
+    c.wait_ready(v);
+    let joined = c.join(&[0], &[v]);
+    assert_eq!(joined[0]["result"], "joined", "{joined}");
+
+    let s = c.wait_status(0, "the wiped member replaced, and itself a spare", |s| {
+        let members = status::order_nodes(s, 1, "members");
+        members.contains(&spare)
+            && !members.contains(&victim)
+            && status::order_nodes(s, 1, "retired").contains(&victim)
+            && status::state(s, &victim) == "spare"
+    });
+    tracing::info!(members = ?status::order_nodes(&s, 1, "members"), "--- replaced");
+    rt.block_on(async {
+        for i in 0..50 {
+            assert_eq!(client.get(format!("k{i}").as_bytes(), false).await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
+    });
+    let events = c.ctl_ok(&["events", "--limit", "0"]);
+    let reasons: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["reason"].as_str().unwrap()).collect();
+    assert!(reasons.iter().any(|r| r.contains(&format!("{victim} lost its data dir"))), "{reasons:?}");
+    for n in &c.nodes {
+        assert!(!n.log().contains("panicked"), "{} panicked:\n{}", n.name, n.log());
+    }
+}

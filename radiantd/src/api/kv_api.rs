@@ -9,6 +9,8 @@
 use std::sync::Arc;
 
 use openraft::ReadPolicy;
+use openraft::error::ClientWriteError;
+use openraft::error::RaftError;
 use prost::Message;
 use radiant_proto as pb;
 use radiant_proto::kv_server::Kv;
@@ -19,6 +21,7 @@ use tonic::Status;
 use crate::node::NodeContext;
 use crate::order::OrderReplica;
 use crate::order::state_machine::KvCommand;
+use crate::order::state_machine::OrderConfig;
 use crate::station::map::OrderId;
 use radiant_proto::shard_of;
 
@@ -145,7 +148,13 @@ impl KvApi {
             return Ok(r);
         }
         r.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|e| match e.forward_to_leader() {
-            Some(_) => redirect(t.order, r.herald_addr().unwrap_or_default(), t.map.epoch),
+            // During a leadership transfer the forward names the target, while this node's
+            // metrics still name itself: send the client to the target.
+            Some(f) => redirect(
+                t.order,
+                f.leader_node.as_ref().map(|n| n.addr.clone()).or_else(|| r.herald_addr()).unwrap_or_default(),
+                t.map.epoch,
+            ),
             None => Status::unavailable(format!("order {} cannot confirm its leadership: {e}", t.order)),
         })?;
         Ok(r)
@@ -159,15 +168,21 @@ impl KvApi {
         match res {
             Ok(resp) if resp.data.wrong_shard => Err(handing_over(t)),
             Ok(resp) => Ok(resp.data.existed),
-            Err(e) => Err(match e.forward_to_leader() {
-                Some(f) => {
-                    redirect(t.order, f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default(), t.map.epoch)
-                }
-                // The write may or may not have been committed: the client must treat it as
-                // unknown, never as failed.
-                None => Status::unavailable(format!("order {}: write outcome unknown: {e}", t.order)),
-            }),
+            Err(e) => Err(write_failure(t.order, t.map.epoch, e)),
         }
+    }
+}
+
+/// How a failed `client_write` reaches the client. Only `ForwardToLeader` means the entry
+/// never entered the log (safe to send elsewhere); anything else, `LogEntryDiscarded` included
+/// (the entry was appended, then truncated or purged by a new leader, and openraft cannot tell
+/// whether it committed), is an unknown outcome that the client must not retry.
+fn write_failure(order: OrderId, epoch: u64, e: RaftError<OrderConfig, ClientWriteError<OrderConfig>>) -> Status {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+            redirect(order, f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default(), epoch)
+        }
+        e => Status::unavailable(format!("order {order}: write outcome unknown: {e}")),
     }
 }
 
@@ -230,6 +245,7 @@ impl Kv for KvApi {
         let limit = if req.limit == 0 { MAX_SCAN } else { req.limit.min(MAX_SCAN) };
         let t = self.target_of_shard(shard).await?;
         let r = self.reader(&t, req.stale).await?;
+        check_owned(&r, &t, req.stale)?;
         let items =
             r.sm.scan(shard, &req.prefix, limit as usize)
                 .map_err(internal)?
@@ -237,5 +253,28 @@ impl Kv for KvApi {
                 .map(|(key, value)| pb::KeyValue { key, value })
                 .collect();
         Ok(Response::new(pb::ScanResponse { items }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::BasicNode;
+    use openraft::error::ForwardToLeader;
+
+    use super::*;
+
+    #[test]
+    fn only_a_write_that_never_entered_the_log_is_redirected() {
+        let forward = ForwardToLeader::<OrderConfig>::new(7, BasicNode::new("10.0.0.7:7400"));
+        let s = write_failure(3, 9, RaftError::APIError(ClientWriteError::ForwardToLeader(forward.clone())));
+        assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+        let r = pb::KvRedirect::decode(s.details()).unwrap();
+        assert_eq!((r.order_id, r.herald_addr.as_str(), r.epoch), (3, "10.0.0.7:7400", 9));
+
+        // Appended, then discarded by a new leader: it may have committed. Never a redirect.
+        let s = write_failure(3, 9, RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward)));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("write outcome unknown"), "{}", s.message());
+        assert!(pb::KvRedirect::decode(s.details()).map_or(true, |r| r.herald_addr.is_empty()));
     }
 }

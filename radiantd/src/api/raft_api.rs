@@ -9,7 +9,6 @@ use tonic::Response;
 use tonic::Status;
 
 use crate::node::NodeContext;
-use crate::raft::STATION_GROUP;
 use crate::raft::registry::RaftMethod;
 use crate::raft::registry::TransportError;
 
@@ -30,18 +29,23 @@ impl RaftApi {
         req: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let req = req.into_inner();
-        // A node of another cluster must never vote in or append to ours.
-        if req.group == STATION_GROUP
-            && let Some(station) = self.node.station()
-            && station.spec.cluster_id != req.cluster_id
-        {
+        // A message meant for another node (an address now used by someone else) must not
+        // reach this node's groups: openraft would take it as coming from a member.
+        if req.to != self.node.id {
             return Err(Status::permission_denied(format!(
-                "raft message from node {} of cluster {}; this node is in cluster {}",
-                req.from, req.cluster_id, station.spec.cluster_id
+                "raft message from node {} for node {}; this is node {}",
+                req.from, req.to, self.node.id
             )));
         }
-        let handler = self.node.registry.get(req.group).map_err(|e| Status::unavailable(e.to_string()))?;
-        match handler.handle(method, req.payload).await {
+        let group = self.node.registry.get(req.group).map_err(|e| Status::unavailable(e.to_string()))?;
+        // A node of another cluster must never vote in or append to ours (order ids repeat).
+        if group.cluster_id != req.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "raft message from node {} of cluster {}; group {} here is in cluster {}",
+                req.from, req.cluster_id, req.group, group.cluster_id
+            )));
+        }
+        match group.handler.handle(method, req.payload).await {
             Ok(payload) => Ok(Response::new(pb::RaftReply { payload })),
             Err(e @ TransportError::BadPayload(_)) => Err(Status::invalid_argument(e.to_string())),
             Err(e) => Err(Status::unavailable(e.to_string())),

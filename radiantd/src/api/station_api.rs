@@ -141,6 +141,7 @@ pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
                 state: map.state(n).to_string(),
                 roles: map.roles(n.id).into_iter().map(String::from).collect(),
                 capacity: n.capacity,
+                incarnation: n.incarnation,
             })
             .collect(),
         orders: map
@@ -225,6 +226,7 @@ impl StationRpc for StationApi {
                 let announce = Announce {
                     node: MemberInfo { id: node.id, name: node.name, addr: node.addr },
                     capacity: body.capacity,
+                    incarnation: body.incarnation,
                 };
                 let epoch = station.node_up(announce, Duration::from_secs(5)).await;
                 let bondsmith = station.bondsmith().map(|b| member_to_proto(&b));
@@ -246,7 +248,7 @@ impl StationRpc for StationApi {
             }
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {}", body.addr))?;
-                let known = station.heartbeat(body.id, &body.replicas);
+                let known = station.heartbeat(&body);
                 Ok(Response::new(pb::HeartbeatResponse { epoch: station.view.with(|m| m.epoch), known }))
             }
         }

@@ -60,6 +60,8 @@ pub struct Announce {
     pub node: MemberInfo,
     /// Capacity it offers.
     pub capacity: u64,
+    /// Its data dir's incarnation.
+    pub incarnation: u64,
 }
 
 /// What the bondsmith knows beyond the map. Times are milliseconds on a monotonic clock.
@@ -80,6 +82,8 @@ pub struct Observed {
     pub announced: BTreeMap<NodeId, Announce>,
     /// Last heartbeat of each node.
     pub last_seen: HashMap<NodeId, u64>,
+    /// The incarnation each node last announced or heartbeat with.
+    pub incarnations: HashMap<NodeId, u64>,
     /// The order replicas each node reported in its last heartbeat.
     pub replicas: HashMap<NodeId, BTreeSet<OrderId>>,
     /// The herald each order's leader reported, with its Raft term.

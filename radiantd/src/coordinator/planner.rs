@@ -95,12 +95,17 @@ fn plan_registrations(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
         let reason = match map.nodes.get(id) {
             None => format!("node up: {} at {} phoned home", a.node.name, a.node.addr),
             Some(n) if !n.joined => format!("node up: station member {} joined as a satellite", n.name),
+            Some(n) if n.incarnation != a.incarnation => format!(
+                "node up: {} came back with a new data dir (incarnation {:x}, was {:x}): a new node to every group",
+                a.node.name, a.incarnation, n.incarnation
+            ),
             Some(n) if n.addr != a.node.addr || n.name != a.node.name => {
                 format!("node up: {} now at {} (was {} at {})", a.node.name, a.node.addr, n.name, n.addr)
             }
             Some(_) => continue,
         };
-        out.push(commit(MapChange::Register { node: a.node.clone(), capacity: a.capacity }, reason));
+        let change = MapChange::Register { node: a.node.clone(), capacity: a.capacity, incarnation: a.incarnation };
+        out.push(commit(change, reason));
     }
 }
 
@@ -159,19 +164,42 @@ fn plan_orders(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     }
 }
 
-/// The member of `o` that has been down long enough to be replaced, if any.
+/// Whether member `m` of `o` came back with another data dir than it joined with: it lost
+/// its copy of the order's log, and must never run the order's replica again under its id.
+fn wiped(map: &ClusterMap, obs: &Observed, o: &OrderRecord, m: NodeId) -> bool {
+    let Some(&joined) = o.incarnations.get(&m).filter(|i| **i != 0) else { return false };
+    let now = obs.incarnations.get(&m).or_else(|| map.nodes.get(&m).map(|n| &n.incarnation)).copied().unwrap_or(0);
+    now != 0 && now != joined
+}
+
+/// A member that can take part in its order: alive, with the log it joined with.
+fn live_member(map: &ClusterMap, obs: &Observed, o: &OrderRecord, m: NodeId) -> bool {
+    alive(map, obs, m) && !wiped(map, obs, o, m)
+}
+
+/// The member of `o` to replace, if any: one whose data dir was wiped at once, else one that
+/// has been down long enough.
 fn replace_victim(map: &ClusterMap, obs: &Observed, o: &OrderRecord) -> Option<NodeId> {
     if !map.settings.auto_replace || !settled(map, obs) {
         return None;
     }
-    o.members.iter().copied().find(|m| {
-        !alive(map, obs, *m) && silent_for(obs, *m) >= map.settings.replace_after_ms.max(map.settings.down_after_ms)
-    })
+    let replace_after = map.settings.replace_after_ms.max(map.settings.down_after_ms);
+    o.members
+        .iter()
+        .copied()
+        .find(|m| wiped(map, obs, o, *m))
+        .or_else(|| o.members.iter().copied().find(|m| !alive(map, obs, *m) && silent_for(obs, *m) >= replace_after))
 }
 
-/// Whether enough of `voters` are alive to commit (a strict majority).
-fn has_quorum(map: &ClusterMap, obs: &Observed, voters: &BTreeSet<NodeId>) -> bool {
-    voters.iter().filter(|v| alive(map, obs, **v)).count() > voters.len() / 2
+/// Whether enough of `voters` can vote to commit (a strict majority).
+fn has_quorum(map: &ClusterMap, obs: &Observed, o: &OrderRecord, voters: &BTreeSet<NodeId>) -> bool {
+    voters
+        .iter()
+        .filter(|v| {
+            live_member(map, obs, o, **v) || o.reconfig.as_ref().is_some_and(|r| r.add == **v && alive(map, obs, **v))
+        })
+        .count()
+        > voters.len() / 2
 }
 
 /// Replacing dead order members: pick a spare, start it as a learner, have the herald add it,
@@ -183,7 +211,7 @@ fn plan_replacements(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
             None => {
                 let Some(victim) = replace_victim(map, obs, o) else { continue };
                 let rest: BTreeSet<NodeId> = o.members.iter().copied().filter(|m| *m != victim).collect();
-                let live = rest.iter().filter(|m| alive(map, obs, **m)).count();
+                let live = rest.iter().filter(|m| live_member(map, obs, o, **m)).count();
                 if live <= o.members.len() / 2 {
                     // Both configurations of the swap need a live majority; without one the
                     // order cannot change safely and waits for its members to come back.
@@ -196,14 +224,23 @@ fn plan_replacements(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
                 taken.insert(add);
                 out.push(commit(
                     MapChange::BeginReplace { order: o.id, add, remove: victim },
-                    format!(
-                        "{} has been down for {} ms (replace_after_ms = {}): spare {} takes its place in order {}",
-                        name_of(map, victim),
-                        silent_for(obs, victim),
-                        map.settings.replace_after_ms,
-                        name_of(map, add),
-                        o.id
-                    ),
+                    if wiped(map, obs, o, victim) {
+                        format!(
+                            "{} lost its data dir (new incarnation): spare {} takes its place in order {}",
+                            name_of(map, victim),
+                            name_of(map, add),
+                            o.id
+                        )
+                    } else {
+                        format!(
+                            "{} has been down for {} ms (replace_after_ms = {}): spare {} takes its place in order {}",
+                            name_of(map, victim),
+                            silent_for(obs, victim),
+                            map.settings.replace_after_ms,
+                            name_of(map, add),
+                            o.id
+                        )
+                    },
                 ));
             }
             Some(r) => plan_replacement_step(map, obs, o, r, out),
@@ -270,7 +307,7 @@ fn plan_replacement_step(map: &ClusterMap, obs: &Observed, o: &OrderRecord, r: &
         })
     } else if report.learners.contains(&r.add) && caught_up(report, r.add) {
         let old: BTreeSet<NodeId> = o.members.iter().copied().collect();
-        (has_quorum(map, obs, &old) && has_quorum(map, obs, &target)).then(|| {
+        (has_quorum(map, obs, o, &old) && has_quorum(map, obs, o, &target)).then(|| {
             (
                 HeraldCmd::SetVoters(target.iter().copied().collect()),
                 format!("{add} caught up with order {}: swap it for {remove}", o.id),
@@ -306,7 +343,9 @@ fn plan_replicas(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
             let up = map.nodes.get(&m.id).is_some_and(|n| n.up);
             let running = obs.replicas.get(&m.id).is_some_and(|r| r.contains(&o.id));
             let heard = settled || obs.replicas.contains_key(&m.id);
-            if up && heard && !running && !obs.recently(ActionKey::Replica(m.id, o.id), SPAWN_RETRY_MS) {
+            // A wiped member would start an empty replica under its old id: never.
+            let fresh = !wiped(map, obs, o, m.id);
+            if up && heard && fresh && !running && !obs.recently(ActionKey::Replica(m.id, o.id), SPAWN_RETRY_MS) {
                 out.push(Action::StartReplica {
                     node: m.clone(),
                     order: o.id,

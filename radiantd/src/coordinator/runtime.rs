@@ -50,6 +50,7 @@ impl Observed {
             limits,
             announced: Default::default(),
             last_seen: Default::default(),
+            incarnations: Default::default(),
             replicas: Default::default(),
             heralds: Default::default(),
             recent: Default::default(),
@@ -61,8 +62,8 @@ impl Observed {
 
     /// Records a heartbeat and what it reports of the node's order replicas; returns whether
     /// that may call for an action.
-    pub fn record_heartbeat(&mut self, id: NodeId, now: u64, reports: &[pb::ReplicaReport]) -> bool {
-        let mut wake = false;
+    pub fn record_heartbeat(&mut self, id: NodeId, incarnation: u64, now: u64, reports: &[pb::ReplicaReport]) -> bool {
+        let mut wake = self.incarnations.insert(id, incarnation) != Some(incarnation);
         self.last_seen.insert(id, now);
         let running: BTreeSet<OrderId> = reports.iter().map(|r| r.order_id).collect();
         if self.replicas.get(&id) != Some(&running) {

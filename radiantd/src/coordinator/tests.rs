@@ -78,8 +78,8 @@ fn announced_nodes_are_registered_once() {
     let mut map = ClusterMap::default();
     let mut obs = observed(1);
     converge(&mut map, &obs);
-    obs.announced.insert(4, Announce { node: member(4), capacity: 10 });
-    obs.announced.insert(2, Announce { node: member(2), capacity: 0 });
+    obs.announced.insert(4, Announce { node: member(4), capacity: 10, incarnation: 4 });
+    obs.announced.insert(2, Announce { node: member(2), capacity: 0, incarnation: 2 });
     obs.last_seen.insert(4, 9_500);
     let planned = commits(&plan(&map, &obs));
     assert_eq!(planned.len(), 2, "{planned:?}");
@@ -119,7 +119,7 @@ fn a_new_bondsmith_waits_before_judging_liveness() {
 
 fn join_spares(map: &mut ClusterMap, obs: &mut Observed, ids: std::ops::RangeInclusive<NodeId>) {
     for id in ids {
-        obs.announced.insert(id, Announce { node: member(id), capacity: 1 });
+        obs.announced.insert(id, Announce { node: member(id), capacity: 1, incarnation: id });
         obs.last_seen.insert(id, 9_900);
     }
     converge(map, obs);
@@ -425,4 +425,22 @@ fn a_learner_that_dies_or_stalls_is_abandoned_and_removed_from_the_group() {
     obs.last_seen.insert(8, 5_000);
     let reasons = converge(&mut map, &obs);
     assert!(reasons.iter().any(|r| r.contains("n8 went down before it caught up")), "{reasons:?}");
+}
+
+#[test]
+fn a_member_back_with_a_wiped_data_dir_is_a_new_node_and_is_replaced_at_once() {
+    let (mut map, mut obs) = order_with_two_spares();
+    // Node 6 restarts with an empty data dir: same id (same address), new incarnation. It
+    // must never run order 1's replica again under that id, even though it is alive.
+    obs.replicas.insert(6, BTreeSet::new());
+    obs.incarnations.insert(6, 0x66);
+    let actions = plan(&map, &obs);
+    assert!(!actions.iter().any(|a| matches!(a, Action::StartReplica { node, .. } if node.id == 6)), "{actions:?}");
+    // Its phone-home carries the new incarnation: registered anew, replaced with no wait.
+    obs.announced.insert(6, Announce { node: member(6), capacity: 1, incarnation: 0x66 });
+    let reasons = converge(&mut map, &obs);
+    assert!(reasons.iter().any(|r| r.contains("came back with a new data dir")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("n6 lost its data dir")), "{reasons:?}");
+    assert_eq!(map.orders[&1].reconfig.as_ref().map(|r| (r.add, r.remove)), Some((7, 6)));
+    assert_eq!(map.nodes[&6].incarnation, 0x66);
 }

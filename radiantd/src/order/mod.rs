@@ -92,7 +92,7 @@ pub async fn run(node: Arc<NodeContext>, spec: OrderSpec, svc: ServiceCtx) -> Re
     let raft =
         OrderRaft::new(me, Arc::new(config), network, log, sm.clone()).await.map_err(|e| fail("start raft", &e))?;
     let replica = Arc::new(OrderReplica { order, raft: raft.clone(), sm, spec: spec.clone(), me });
-    node.registry.register(order, Arc::new(raft.clone()));
+    node.registry.register(order, &spec.cluster_id, Arc::new(raft.clone()));
     node.set_order(order, Some(replica.clone()));
 
     if spec.initialize && !raft.is_initialized().await.map_err(|e| fail("read state", &e))? {

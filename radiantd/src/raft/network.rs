@@ -143,6 +143,7 @@ impl<C: RaftTypeConfig> Connection<C> {
             group: self.group,
             from: self.me,
             payload,
+            to: self.target,
         });
         request.set_timeout(ttl);
         let fut = async {

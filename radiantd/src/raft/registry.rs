@@ -92,16 +92,26 @@ where
     }
 }
 
+/// A group as registered: its cluster and its handler.
+#[derive(Clone)]
+pub struct Registered {
+    /// The cluster the group belongs to.
+    pub cluster_id: String,
+    /// Its handler.
+    pub handler: Arc<dyn GroupHandler>,
+}
+
 /// The groups running on this node.
 #[derive(Default, Clone)]
 pub struct Registry {
-    groups: Arc<RwLock<HashMap<GroupId, Arc<dyn GroupHandler>>>>,
+    groups: Arc<RwLock<HashMap<GroupId, Registered>>>,
 }
 
 impl Registry {
-    /// Makes `group` reachable from peers.
-    pub fn register(&self, group: GroupId, handler: Arc<dyn GroupHandler>) {
-        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, handler);
+    /// Makes `group` of `cluster_id` reachable from peers.
+    pub fn register(&self, group: GroupId, cluster_id: &str, handler: Arc<dyn GroupHandler>) {
+        let entry = Registered { cluster_id: cluster_id.to_string(), handler };
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, entry);
     }
 
     /// Stops routing to `group`.
@@ -110,7 +120,7 @@ impl Registry {
     }
 
     /// The handler of `group`, if it runs here.
-    pub fn get(&self, group: GroupId) -> Result<Arc<dyn GroupHandler>, TransportError> {
+    pub fn get(&self, group: GroupId) -> Result<Registered, TransportError> {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned().ok_or(TransportError::NoGroup(group))
     }
 }

@@ -34,6 +34,9 @@ pub struct NodeRecord {
     pub joined: bool,
     /// Heartbeats arrive.
     pub up: bool,
+    /// Its data dir's incarnation as last registered (0 for a station member that has not
+    /// joined yet).
+    pub incarnation: u64,
 }
 
 /// An order id; orders are numbered from 1.
@@ -61,6 +64,9 @@ pub struct OrderRecord {
     /// never become members of it again (openraft forbids reusing a member id whose log was
     /// lost).
     pub retired: BTreeSet<NodeId>,
+    /// The incarnation each member had when it became one: a member that comes back with
+    /// another has lost its copy of the order's log, and counts as dead for the order.
+    pub incarnations: BTreeMap<NodeId, u64>,
 }
 
 /// A member being replaced: `add` joins as a learner, catches up, and is swapped for `remove`
@@ -166,6 +172,8 @@ pub enum MapChange {
         node: MemberInfo,
         /// Announced capacity.
         capacity: u64,
+        /// Its data dir's incarnation.
+        incarnation: u64,
     },
     /// Heartbeats stopped.
     MarkDown {
@@ -261,9 +269,11 @@ impl fmt::Display for MapChange {
                 station.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(",")
             ),
             MapChange::SetBondsmith { id } => write!(f, "bondsmith is now {id}"),
-            MapChange::Register { node, capacity } => {
-                write!(f, "register node {} ({}, {}, capacity {capacity})", node.id, node.name, node.addr)
-            }
+            MapChange::Register { node, capacity, incarnation } => write!(
+                f,
+                "register node {} ({}, {}, capacity {capacity}, incarnation {incarnation:x})",
+                node.id, node.name, node.addr
+            ),
             MapChange::MarkDown { id } => write!(f, "mark node {id} down"),
             MapChange::MarkUp { id } => write!(f, "mark node {id} up"),
             MapChange::FormOrder { id, members } => write!(
@@ -393,6 +403,7 @@ impl ClusterMap {
                             capacity: 0,
                             joined: false,
                             up: true,
+                            incarnation: 0,
                         },
                     );
                 }
@@ -403,7 +414,7 @@ impl ClusterMap {
                 }
                 self.bondsmith = Some(*id);
             }
-            MapChange::Register { node, capacity } => {
+            MapChange::Register { node, capacity, incarnation } => {
                 let rec = self.nodes.entry(node.id).or_insert_with(|| NodeRecord {
                     id: node.id,
                     name: node.name.clone(),
@@ -411,12 +422,14 @@ impl ClusterMap {
                     capacity: *capacity,
                     joined: true,
                     up: true,
+                    incarnation: *incarnation,
                 });
                 rec.name = node.name.clone();
                 rec.addr = node.addr.clone();
                 rec.capacity = *capacity;
                 rec.joined = true;
                 rec.up = true;
+                rec.incarnation = *incarnation;
             }
             MapChange::MarkDown { id } => self.node_mut(*id)?.up = false,
             MapChange::MarkUp { id } => self.node_mut(*id)?.up = true,
@@ -436,6 +449,8 @@ impl ClusterMap {
                         return Err(format!("node {m} is already in order {o}"));
                     }
                 }
+                let incarnations =
+                    members.iter().map(|m| (*m, self.nodes.get(m).map_or(0, |n| n.incarnation))).collect();
                 self.orders.insert(
                     *id,
                     OrderRecord {
@@ -445,6 +460,7 @@ impl ClusterMap {
                         herald_term: 0,
                         reconfig: None,
                         retired: BTreeSet::new(),
+                        incarnations,
                     },
                 );
                 self.next_order_id += 1;
@@ -522,6 +538,8 @@ impl ClusterMap {
                 o.members.retain(|m| *m != r.remove);
                 o.members.push(r.add);
                 o.retired.insert(r.remove);
+                o.incarnations.remove(&r.remove);
+                o.incarnations.insert(r.add, self.nodes.get(&r.add).map_or(0, |n| n.incarnation));
                 if o.herald == Some(r.remove) {
                     o.herald = None;
                 }
@@ -613,7 +631,7 @@ mod tests {
         assert_eq!(map.nodes.len(), 3);
         // Planned at epoch 0 again (e.g. by a deposed bondsmith): refused, map unchanged.
         assert_eq!(map.apply(&cmd(0, init())), StationResponse::Stale { epoch: 1 });
-        let reg = MapChange::Register { node: member(9), capacity: 5 };
+        let reg = MapChange::Register { node: member(9), capacity: 5, incarnation: 1 };
         assert_eq!(map.apply(&cmd(1, reg)), StationResponse::Applied { epoch: 2 });
         assert_eq!(map.state(&map.nodes[&9]), "spare");
         assert_eq!(map.journal.len(), 2);

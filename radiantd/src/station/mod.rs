@@ -98,9 +98,9 @@ impl Station {
 
     /// Records a heartbeat and what it reports of the node's order replicas; wakes the
     /// coordinator if that may call for an action. Returns whether the node is known.
-    pub fn heartbeat(&self, id: NodeId, reports: &[radiant_proto::ReplicaReport]) -> bool {
-        let now = self.now_ms();
-        if self.observed_mut().record_heartbeat(id, now, reports) {
+    pub fn heartbeat(&self, hb: &radiant_proto::HeartbeatRequest) -> bool {
+        let (id, now) = (hb.id, self.now_ms());
+        if self.observed_mut().record_heartbeat(id, hb.incarnation, now, &hb.replicas) {
             self.wake.notify_one();
         }
         let (known, down) = self.view.with(|m| match m.nodes.get(&id) {
@@ -121,6 +121,7 @@ impl Station {
             let now = self.now_ms();
             let mut o = self.observed_mut();
             o.last_seen.insert(id, now);
+            o.incarnations.insert(id, announce.incarnation);
             o.announced.insert(id, announce);
         }
         self.wake.notify_one();
@@ -172,7 +173,7 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
         )),
         wake: Notify::new(),
     });
-    node.registry.register(STATION_GROUP, Arc::new(raft.clone()));
+    node.registry.register(STATION_GROUP, &spec.cluster_id, Arc::new(raft.clone()));
     node.set_station(Some(station.clone()));
 
     // Every member initializes with the same membership: the first to run creates the
@@ -257,22 +258,17 @@ async fn follow_leadership(station: Arc<Station>, peers: crate::raft::network::P
 async fn station_liveness(node: Arc<NodeContext>, station: Arc<Station>, stop: CancellationToken) {
     let interval = node.config.timing.liveness_interval();
     loop {
+        let req = node.heartbeat_request(&station.spec.cluster_id);
         if station.is_bondsmith() {
-            station.heartbeat(station.me, &node.replica_reports());
-        } else if let Some(b) = station.bondsmith() {
-            let req = radiant_proto::HeartbeatRequest {
-                cluster_id: station.spec.cluster_id.clone(),
-                id: node.id,
-                addr: node.config.advertise.clone(),
-                replicas: node.replica_reports(),
-            };
-            if let Ok(ch) = node.peers.channel(&b.addr) {
-                let mut client = radiant_proto::station_client::StationClient::new(ch);
-                let mut request = tonic::Request::new(req);
-                request.set_timeout(interval);
-                if let Err(e) = client.heartbeat(request).await {
-                    tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message());
-                }
+            station.heartbeat(&req);
+        } else if let Some(b) = station.bondsmith()
+            && let Ok(ch) = node.peers.channel(&b.addr)
+        {
+            let mut client = radiant_proto::station_client::StationClient::new(ch);
+            let mut request = tonic::Request::new(req);
+            request.set_timeout(interval);
+            if let Err(e) = client.heartbeat(request).await {
+                tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message());
             }
         }
         tokio::select! {
