@@ -97,7 +97,11 @@ impl NodeContext {
     /// This node's heartbeat to the bondsmith: who it is (with its incarnation) and what its
     /// order replicas report.
     pub fn heartbeat_request(&self, cluster_id: &str) -> pb::HeartbeatRequest {
-        let replicas = self.orders.read().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.report()).collect();
+        let mut replicas: Vec<pb::ReplicaReport> =
+            self.orders.read().unwrap_or_else(|p| p.into_inner()).values().map(|r| r.report()).collect();
+        if let Some(station) = self.station() {
+            replicas.push(station.report());
+        }
         pb::HeartbeatRequest {
             cluster_id: cluster_id.to_string(),
             id: self.id,

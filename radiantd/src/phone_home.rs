@@ -41,7 +41,7 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 }
 
 /// Runs phone-home until cancelled.
-pub async fn run(node: Arc<NodeContext>, spec: PhoneHomeSpec, svc: ServiceCtx) -> Result<(), ServiceFailure> {
+pub async fn run(node: Arc<NodeContext>, mut spec: PhoneHomeSpec, svc: ServiceCtx) -> Result<(), ServiceFailure> {
     node.set_phone_home_targets(spec.station.clone());
     let timing = node.config.timing;
     let mut acknowledged = svc.acknowledged;
@@ -52,7 +52,14 @@ pub async fn run(node: Arc<NodeContext>, spec: PhoneHomeSpec, svc: ServiceCtx) -
         let outcome =
             if acknowledged { heartbeat(&node, &spec, &addr).await } else { announce(&node, &spec, &addr).await };
         let wait = match outcome {
-            Ok(Reply::Acknowledged { epoch }) => {
+            Ok(Reply::Acknowledged { epoch, station }) => {
+                if !station.is_empty() && station != spec.station {
+                    // The station changed members: phone them from now on, also after a restart.
+                    tracing::info!(?station, "the station's members changed");
+                    spec.station = station;
+                    node.set_phone_home_targets(spec.station.clone());
+                    svc.update_spec(crate::spec::ServiceSpec::PhoneHome(spec.clone()));
+                }
                 if !acknowledged {
                     tracing::info!(epoch, "phone-home acknowledged by the bondsmith");
                     svc.set_acknowledged(true);
@@ -90,7 +97,7 @@ pub async fn run(node: Arc<NodeContext>, spec: PhoneHomeSpec, svc: ServiceCtx) -
 }
 
 enum Reply {
-    Acknowledged { epoch: u64 },
+    Acknowledged { epoch: u64, station: Vec<String> },
     NotYet,
     Unknown,
 }
@@ -106,7 +113,7 @@ async fn announce(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resul
     });
     req.set_timeout(Duration::from_secs(10));
     let resp = client.node_up(req).await.map_err(|s| s.message().to_string())?.into_inner();
-    Ok(if resp.acknowledged { Reply::Acknowledged { epoch: resp.epoch } } else { Reply::NotYet })
+    Ok(if resp.acknowledged { Reply::Acknowledged { epoch: resp.epoch, station: vec![] } } else { Reply::NotYet })
 }
 
 async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Result<Reply, String> {
@@ -115,5 +122,5 @@ async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resu
     let mut req = tonic::Request::new(node.heartbeat_request(&spec.cluster_id));
     req.set_timeout(node.config.timing.liveness_interval() * 2);
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();
-    Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch } } else { Reply::Unknown })
+    Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch, station: resp.station } } else { Reply::Unknown })
 }

@@ -48,6 +48,10 @@ pub struct StationSpec {
     /// Kv value limit.
     #[serde(default = "default_max_value")]
     pub max_value_bytes: u32,
+    /// A replacement joining the running station as a learner: never initializes the group,
+    /// and `members` is the station it joins plus itself.
+    #[serde(default)]
+    pub join: bool,
 }
 
 fn default_max_key() -> u32 {
@@ -108,7 +112,7 @@ impl ServiceSpec {
         let spec = match kind {
             pb::service_spec::Kind::Station(s) => {
                 let invalid = |reason: String| SpecError::Invalid { service: "station", reason };
-                if ![1, 3, 5].contains(&s.members.len()) {
+                if !s.join && ![1, 3, 5].contains(&s.members.len()) {
                     return Err(invalid(format!("a station has 1, 3 or 5 members, not {}", s.members.len())));
                 }
                 if s.members.iter().any(|m| m.id == 0 || m.addr.is_empty()) {
@@ -142,6 +146,7 @@ impl ServiceSpec {
                         .collect(),
                     shards: s.shards,
                     replicas: s.replicas,
+                    join: s.join,
                 })
             }
             pb::service_spec::Kind::OrderReplica(o) => {
@@ -191,6 +196,7 @@ impl ServiceSpec {
                 replicas: s.replicas,
                 max_key_bytes: s.max_key_bytes,
                 max_value_bytes: s.max_value_bytes,
+                join: s.join,
             }),
             ServiceSpec::OrderReplica(o) => pb::service_spec::Kind::OrderReplica(pb::OrderSpec {
                 cluster_id: o.cluster_id.clone(),

@@ -85,6 +85,18 @@ impl ServiceCtx {
     }
 }
 
+impl ServiceCtx {
+    /// Persists a new spec for this running service without restarting it (phone-home learns
+    /// the station's current addresses), so a restart uses it.
+    pub fn update_spec(&self, spec: ServiceSpec) {
+        if let Some(s) = self.supervisor.upgrade()
+            && let Err(e) = s.update_spec(self.name, spec)
+        {
+            tracing::error!(service = self.name, "cannot persist the service's spec: {e}");
+        }
+    }
+}
+
 /// A service's state as reported by `List`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceStatus {
@@ -257,6 +269,15 @@ impl Supervisor {
                 }
             })
             .collect()
+    }
+
+    fn update_spec(&self, name: &str, spec: ServiceSpec) -> Result<(), SupervisorError> {
+        let mut entries = self.lock();
+        match entries.iter_mut().find(|(k, _)| **k == name) {
+            Some((_, e)) if e.spec != spec && e.spec.name() == spec.name() => e.spec = spec,
+            _ => return Ok(()),
+        }
+        self.persist(&entries)
     }
 
     fn set_acknowledged(&self, name: &str, acknowledged: bool) -> Result<(), SupervisorError> {

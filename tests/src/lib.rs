@@ -276,9 +276,26 @@ impl Cluster {
         serde_json::from_slice(&out.stdout).ok()
     }
 
-    /// Waits until the status read through node `i` satisfies `pred`.
+    /// Waits until the status read through node `i` satisfies `pred`; on timeout, panics
+    /// with the last status seen and the tail of every node's log.
     pub fn wait_status(&self, i: usize, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        wait_until(DEADLINE, what, || self.status_via(i).filter(|s| pred(s)))
+        let end = Instant::now() + DEADLINE;
+        let mut last = None;
+        loop {
+            if let Some(s) = self.status_via(i) {
+                if pred(&s) {
+                    return s;
+                }
+                last = Some(s);
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out after {DEADLINE:?} waiting for {what}; last status: {}\n{}",
+                last.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A Kv client seeded with every node's address.

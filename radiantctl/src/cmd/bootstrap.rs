@@ -107,6 +107,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
                 replicas: args.replicas,
                 max_key_bytes: args.max_key_bytes,
                 max_value_bytes: args.max_value_bytes,
+                join: false,
             };
             (spec.cluster_id.clone(), true, spec)
         }

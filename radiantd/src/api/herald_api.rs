@@ -71,6 +71,14 @@ impl HeraldRpc for HeraldApi {
             Change::RemoveLearner(id) => {
                 raft.change_membership(ChangeMembers::RemoveNodes([id].into_iter().collect()), false).await.map(|_| ())
             }
+            Change::TransferLeader(to) => {
+                let timeout = crate::coordinator::runtime::TRANSFER_TIMEOUT;
+                crate::raft::transfer_leadership(raft, to, timeout).await.map_err(|e| {
+                    Status::unavailable(format!("order {}: leadership transfer failed: {e}", body.order_id))
+                })?;
+                self.node.report_now();
+                return Ok(Response::new(pb::ReconfigureResponse {}));
+            }
         };
         result.map_err(|e| Status::unavailable(format!("order {}: membership change failed: {e}", body.order_id)))?;
         self.node.report_now();

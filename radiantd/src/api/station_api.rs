@@ -249,7 +249,10 @@ impl StationRpc for StationApi {
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {}", body.addr))?;
                 let known = station.heartbeat(&body);
-                Ok(Response::new(pb::HeartbeatResponse { epoch: station.view.with(|m| m.epoch), known }))
+                let (epoch, station_addrs) = station.view.with(|m| {
+                    (m.epoch, m.station.iter().filter_map(|id| m.nodes.get(id)).map(|n| n.addr.clone()).collect())
+                });
+                Ok(Response::new(pb::HeartbeatResponse { epoch, known, station: station_addrs }))
             }
         }
     }

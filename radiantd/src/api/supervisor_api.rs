@@ -95,26 +95,32 @@ impl SupervisorRpc for SupervisorApi {
                 body.cluster_id, self.node.config.advertise
             )));
         }
-        let runs_it = self
-            .supervisor
-            .list()
-            .iter()
-            .any(|s| matches!(&s.spec, ServiceSpec::OrderReplica(o) if o.order_id == order));
+        let station = order == crate::raft::STATION_GROUP;
+        let runs_it = self.supervisor.list().iter().any(|s| match &s.spec {
+            ServiceSpec::OrderReplica(o) => o.order_id == order,
+            ServiceSpec::Station(_) => station,
+            ServiceSpec::PhoneHome(_) => false,
+        });
         if runs_it {
-            self.supervisor.stop("order-replica").await.map_err(status_of)?;
+            self.supervisor.stop(if station { "station" } else { "order-replica" }).await.map_err(status_of)?;
         }
-        if self.node.order(order).is_some() {
-            return Err(Status::unavailable(format!("order {order}'s replica is still stopping; retry")));
+        let still = if station { self.node.station().is_some() } else { self.node.order(order).is_some() };
+        if still {
+            return Err(Status::unavailable(format!("the replica of group {order} is still stopping; retry")));
         }
         let db = self.node.db.clone();
         tokio::task::spawn_blocking(move || {
             crate::raft::log_store::purge_group(&db, order).map_err(|e| e.to_string())?;
-            crate::order::state_machine::KvStateMachine::purge(&db, order).map_err(|e| e.to_string())
+            if station {
+                crate::station::state_machine::StationStateMachine::purge(&db).map_err(|e| e.to_string())
+            } else {
+                crate::order::state_machine::KvStateMachine::purge(&db, order).map_err(|e| e.to_string())
+            }
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(format!("purging order {order}: {e}")))?;
-        tracing::info!(order, "retired this node's replica of order {order} and deleted its data");
+        tracing::info!(group = order, "retired this node's replica of group {order} and deleted its data");
         self.node.report_now();
         Ok(Response::new(pb::RetireResponse { was_running: runs_it }))
     }

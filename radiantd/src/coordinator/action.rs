@@ -8,6 +8,7 @@ use crate::identity::NodeId;
 use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
 use crate::station::map::OrderId;
+use crate::station::map::group_name;
 
 /// One step toward the desired cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,15 @@ pub enum Action {
         /// Why.
         reason: String,
     },
-    /// Ask an order's herald to change its group's membership.
+    /// Ask a removed node to stop every service it runs.
+    StopServices {
+        /// The node.
+        node: MemberInfo,
+        /// Why.
+        reason: String,
+    },
+    /// Ask a group's leader (an order's herald; for the station, this bondsmith) to change
+    /// its group's membership or hand over its leadership.
     Herald {
         /// The order.
         order: OrderId,
@@ -66,6 +75,9 @@ pub enum HeraldCmd {
     SetVoters(Vec<NodeId>),
     /// Remove a learner that will not be promoted.
     RemoveLearner(NodeId),
+    /// Hand leadership to this voter, once it has matched the leader's whole log (a transfer
+    /// to a lagging voter leaves the group leaderless for an election timeout).
+    TransferLeader(NodeId),
 }
 
 /// What an I/O action acts on: the runtime runs one action per key at a time, and the planner
@@ -76,6 +88,8 @@ pub enum ActionKey {
     Replica(NodeId, OrderId),
     /// An order's membership.
     Membership(OrderId),
+    /// A node as a whole.
+    Node(NodeId),
 }
 
 impl Action {
@@ -87,6 +101,7 @@ impl Action {
                 Some(ActionKey::Replica(node.id, *order))
             }
             Action::Herald { order, .. } => Some(ActionKey::Membership(*order)),
+            Action::StopServices { node, .. } => Some(ActionKey::Node(node.id)),
         }
     }
 
@@ -96,6 +111,7 @@ impl Action {
             Action::Commit { reason, .. }
             | Action::StartReplica { reason, .. }
             | Action::RetireReplica { reason, .. }
+            | Action::StopServices { reason, .. }
             | Action::Herald { reason, .. } => reason,
         }
     }
@@ -106,25 +122,30 @@ impl fmt::Display for Action {
         match self {
             Action::Commit { change, .. } => write!(f, "{change}"),
             Action::StartReplica { node, order, initialize: true, .. } => {
-                write!(f, "start order {order}'s replica on {}", node.name)
+                write!(f, "start {}'s replica on {}", group_name(*order), node.name)
             }
             Action::StartReplica { node, order, initialize: false, .. } => {
-                write!(f, "start a learner replica of order {order} on {}", node.name)
+                write!(f, "start a learner replica of {} on {}", group_name(*order), node.name)
             }
             Action::RetireReplica { node, order, .. } => {
-                write!(f, "stop and purge order {order}'s replica on {}", node.name)
+                write!(f, "stop and purge {}'s replica on {}", group_name(*order), node.name)
             }
             Action::Herald { order, cmd: HeraldCmd::AddLearner(n), .. } => {
-                write!(f, "add {} to order {order} as a learner", n.name)
+                write!(f, "add {} to {} as a learner", n.name, group_name(*order))
             }
             Action::Herald { order, cmd: HeraldCmd::SetVoters(v), .. } => write!(
                 f,
-                "set order {order}'s voters to {}",
+                "set {}'s voters to {}",
+                group_name(*order),
                 v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")
             ),
             Action::Herald { order, cmd: HeraldCmd::RemoveLearner(n), .. } => {
-                write!(f, "remove learner {n} from order {order}")
+                write!(f, "remove learner {n} from {}", group_name(*order))
             }
+            Action::Herald { order, cmd: HeraldCmd::TransferLeader(n), .. } => {
+                write!(f, "hand the leadership of {} to node {n}", group_name(*order))
+            }
+            Action::StopServices { node, .. } => write!(f, "stop every service on {}", node.name),
         }
     }
 }

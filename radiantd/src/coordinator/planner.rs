@@ -16,11 +16,13 @@ use super::Observed;
 use super::SPAWN_RETRY_MS;
 use crate::identity::NodeId;
 use crate::station::map::ClusterMap;
+use crate::station::map::Group;
 use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
 use crate::station::map::OrderId;
-use crate::station::map::OrderRecord;
 use crate::station::map::Reconfig;
+use crate::station::map::STATION;
+use crate::station::map::group_name;
 
 fn commit(change: MapChange, reason: String) -> Action {
     Action::Commit { change, reason }
@@ -128,13 +130,13 @@ fn plan_liveness(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     }
 }
 
-/// Spare nodes: joined, up, in no order and joining none, and (as far as heartbeats tell)
+/// Spare nodes: joined, up, in no order and joining no group, and (as far as heartbeats tell)
 /// running no order replica; by id, so choices are deterministic.
 fn spares(map: &ClusterMap, obs: &Observed) -> Vec<NodeId> {
     map.nodes
         .values()
         .filter(|n| n.joined && n.up && map.order_of(n.id).is_none() && map.learner_of(n.id).is_none())
-        .filter(|n| obs.replicas.get(&n.id).is_none_or(|r| r.is_empty()))
+        .filter(|n| obs.replicas.get(&n.id).is_none_or(|r| r.iter().all(|g| *g == STATION)))
         .map(|n| n.id)
         .collect()
 }
@@ -143,7 +145,7 @@ fn plan_orders(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     let spare = spares(map, obs);
     let r = map.replicas.max(1) as usize;
     // Spares fill dead members' places first; only what is left over forms new orders.
-    let wanted = map.orders.values().filter(|o| o.reconfig.is_none() && replace_victim(map, obs, o).is_some()).count();
+    let wanted = map.groups().filter(|g| g.reconfig.is_none() && replace_victim(map, obs, *g).is_some()).count();
     if spare.len() >= r + wanted {
         let members: Vec<NodeId> = spare[wanted..wanted + r].to_vec();
         let names: Vec<String> = members.iter().map(|m| name_of(map, *m)).collect();
@@ -164,98 +166,103 @@ fn plan_orders(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     }
 }
 
-/// Whether member `m` of `o` came back with another data dir than it joined with: it lost
-/// its copy of the order's log, and must never run the order's replica again under its id.
-fn wiped(map: &ClusterMap, obs: &Observed, o: &OrderRecord, m: NodeId) -> bool {
+/// Whether member `m` of group `g` came back with another data dir than it joined with: it
+/// lost its copy of the group's log, and must never run the group's replica again under its
+/// id. (Known for orders; a wiped station member runs no station replica and shows as down.)
+fn wiped(map: &ClusterMap, obs: &Observed, g: Group<'_>, m: NodeId) -> bool {
+    let Some(o) = map.orders.get(&g.id) else { return false };
     let Some(&joined) = o.incarnations.get(&m).filter(|i| **i != 0) else { return false };
     let now = obs.incarnations.get(&m).or_else(|| map.nodes.get(&m).map(|n| &n.incarnation)).copied().unwrap_or(0);
     now != 0 && now != joined
 }
 
-/// A member that can take part in its order: alive, with the log it joined with.
-fn live_member(map: &ClusterMap, obs: &Observed, o: &OrderRecord, m: NodeId) -> bool {
-    alive(map, obs, m) && !wiped(map, obs, o, m)
+/// A member that can take part in its group: alive, with the log it joined with.
+fn live_member(map: &ClusterMap, obs: &Observed, g: Group<'_>, m: NodeId) -> bool {
+    alive(map, obs, m) && !wiped(map, obs, g, m)
 }
 
-/// The member of `o` to replace, if any: one whose data dir was wiped at once, else one that
-/// has been down long enough.
-fn replace_victim(map: &ClusterMap, obs: &Observed, o: &OrderRecord) -> Option<NodeId> {
+/// The member of `g` to replace, if any: one whose data dir was wiped at once, else one that
+/// has been down long enough. Never the bondsmith itself.
+fn replace_victim(map: &ClusterMap, obs: &Observed, g: Group<'_>) -> Option<NodeId> {
     if !map.settings.auto_replace || !settled(map, obs) {
         return None;
     }
     let replace_after = map.settings.replace_after_ms.max(map.settings.down_after_ms);
-    o.members
-        .iter()
-        .copied()
-        .find(|m| wiped(map, obs, o, *m))
-        .or_else(|| o.members.iter().copied().find(|m| !alive(map, obs, *m) && silent_for(obs, *m) >= replace_after))
+    let candidates = || g.members.iter().copied().filter(|m| *m != obs.me);
+    candidates()
+        .find(|m| wiped(map, obs, g, *m))
+        .or_else(|| candidates().find(|m| !alive(map, obs, *m) && silent_for(obs, *m) >= replace_after))
 }
 
 /// Whether enough of `voters` can vote to commit (a strict majority).
-fn has_quorum(map: &ClusterMap, obs: &Observed, o: &OrderRecord, voters: &BTreeSet<NodeId>) -> bool {
-    voters
-        .iter()
-        .filter(|v| {
-            live_member(map, obs, o, **v) || o.reconfig.as_ref().is_some_and(|r| r.add == **v && alive(map, obs, **v))
-        })
-        .count()
-        > voters.len() / 2
+fn has_quorum(map: &ClusterMap, obs: &Observed, g: Group<'_>, voters: &BTreeSet<NodeId>) -> bool {
+    let joining = g.reconfig.map(|r| r.add);
+    let can_vote = |v: NodeId| live_member(map, obs, g, v) || (joining == Some(v) && alive(map, obs, v));
+    voters.iter().filter(|v| can_vote(**v)).count() > voters.len() / 2
 }
 
-/// Replacing dead order members: pick a spare, start it as a learner, have the herald add it,
-/// wait until it caught up, then swap it for the dead member in one joint change.
+/// Who carries out a group's membership changes: an order's herald, or for the station the
+/// bondsmith itself.
+fn leader_of(map: &ClusterMap, obs: &Observed, g: Group<'_>) -> Option<MemberInfo> {
+    if g.id == STATION {
+        return member_info(map, obs.me);
+    }
+    map.orders.get(&g.id).and_then(|o| o.herald).filter(|h| alive(map, obs, *h)).and_then(|h| member_info(map, h))
+}
+
+fn runs_replica(obs: &Observed, node: NodeId, group: OrderId) -> bool {
+    obs.replicas.get(&node).is_some_and(|s| s.contains(&group))
+}
+
+/// Replacing dead members (of orders and of the station): pick a spare, start it as a
+/// learner, have the group's leader add it, wait until it caught up, then swap it for the dead
+/// member in one joint change.
 fn plan_replacements(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     let mut taken = BTreeSet::new();
-    for o in map.orders.values() {
-        match &o.reconfig {
+    for g in map.groups() {
+        match g.reconfig {
             None => {
-                let Some(victim) = replace_victim(map, obs, o) else { continue };
-                let rest: BTreeSet<NodeId> = o.members.iter().copied().filter(|m| *m != victim).collect();
-                let live = rest.iter().filter(|m| live_member(map, obs, o, **m)).count();
-                if live <= o.members.len() / 2 {
+                let Some(victim) = replace_victim(map, obs, g) else { continue };
+                let rest: BTreeSet<NodeId> = g.members.iter().copied().filter(|m| *m != victim).collect();
+                let live = rest.iter().filter(|m| live_member(map, obs, g, **m)).count();
+                if live <= g.members.len() / 2 {
                     // Both configurations of the swap need a live majority; without one the
-                    // order cannot change safely and waits for its members to come back.
+                    // group cannot change safely and waits for its members to come back.
                     continue;
                 }
-                let spare = spares(map, obs)
-                    .into_iter()
-                    .find(|s| !o.retired.contains(s) && !taken.contains(s) && alive(map, obs, *s));
+                let spare = spares(map, obs).into_iter().find(|s| {
+                    !g.retired.contains(s) && !taken.contains(s) && alive(map, obs, *s) && !g.members.contains(s)
+                });
                 let Some(add) = spare else { continue };
                 taken.insert(add);
+                let why = if wiped(map, obs, g, victim) {
+                    format!("{} lost its data dir (new incarnation)", name_of(map, victim))
+                } else {
+                    format!(
+                        "{} has been down for {} ms (replace_after_ms = {})",
+                        name_of(map, victim),
+                        silent_for(obs, victim),
+                        map.settings.replace_after_ms
+                    )
+                };
                 out.push(commit(
-                    MapChange::BeginReplace { order: o.id, add, remove: victim },
-                    if wiped(map, obs, o, victim) {
-                        format!(
-                            "{} lost its data dir (new incarnation): spare {} takes its place in order {}",
-                            name_of(map, victim),
-                            name_of(map, add),
-                            o.id
-                        )
-                    } else {
-                        format!(
-                            "{} has been down for {} ms (replace_after_ms = {}): spare {} takes its place in order {}",
-                            name_of(map, victim),
-                            silent_for(obs, victim),
-                            map.settings.replace_after_ms,
-                            name_of(map, add),
-                            o.id
-                        )
-                    },
+                    MapChange::BeginReplace { order: g.id, add, remove: victim },
+                    format!("{why}: spare {} takes its place in {}", name_of(map, add), group_name(g.id)),
                 ));
             }
-            Some(r) => plan_replacement_step(map, obs, o, r, out),
+            Some(r) => plan_replacement_step(map, obs, g, r, out),
         }
     }
 }
 
-fn plan_replacement_step(map: &ClusterMap, obs: &Observed, o: &OrderRecord, r: &Reconfig, out: &mut Vec<Action>) {
-    let (add, remove) = (name_of(map, r.add), name_of(map, r.remove));
-    let report = obs.memberships.get(&o.id);
-    let target: BTreeSet<NodeId> = o.members.iter().copied().filter(|m| *m != r.remove).chain([r.add]).collect();
+fn plan_replacement_step(map: &ClusterMap, obs: &Observed, g: Group<'_>, r: &Reconfig, out: &mut Vec<Action>) {
+    let (add, remove, group) = (name_of(map, r.add), name_of(map, r.remove), group_name(g.id));
+    let report = obs.memberships.get(&g.id);
+    let target: BTreeSet<NodeId> = g.members.iter().copied().filter(|m| *m != r.remove).chain([r.add]).collect();
     if report.is_some_and(|m| m.voters == target && !m.joint) {
         out.push(commit(
-            MapChange::CompleteReplace { order: o.id },
-            format!("order {}'s group runs with {add} in place of {remove}", o.id),
+            MapChange::CompleteReplace { order: g.id },
+            format!("{group}'s group runs with {add} in place of {remove}"),
         ));
         return;
     }
@@ -263,61 +270,62 @@ fn plan_replacement_step(map: &ClusterMap, obs: &Observed, o: &OrderRecord, r: &
     if !promoted {
         if settled(map, obs) && !alive(map, obs, r.add) {
             out.push(commit(
-                MapChange::AbortReplace { order: o.id },
-                format!("{add} went down before it caught up with order {}", o.id),
+                MapChange::AbortReplace { order: g.id },
+                format!("{add} went down before it caught up with {group}"),
             ));
             return;
         }
         let stalled = obs
             .learner_progress
-            .get(&(o.id, r.add))
+            .get(&(g.id, r.add))
             .is_some_and(|(_, since)| obs.now_ms.saturating_sub(*since) >= CATCHUP_STALL_MS);
         if stalled {
             out.push(commit(
-                MapChange::AbortReplace { order: o.id },
-                format!("{add} made no progress catching up with order {} for {CATCHUP_STALL_MS} ms", o.id),
+                MapChange::AbortReplace { order: g.id },
+                format!("{add} made no progress catching up with {group} for {CATCHUP_STALL_MS} ms"),
             ));
             return;
         }
     }
-    let running = obs.replicas.get(&r.add).is_some_and(|s| s.contains(&o.id));
-    if !running && !obs.recently(ActionKey::Replica(r.add, o.id), SPAWN_RETRY_MS) {
-        let members: Vec<MemberInfo> = o.members.iter().chain([&r.add]).filter_map(|m| member_info(map, *m)).collect();
+    let running = runs_replica(obs, r.add, g.id);
+    if !running && !obs.recently(ActionKey::Replica(r.add, g.id), SPAWN_RETRY_MS) {
+        let members: Vec<MemberInfo> = g.members.iter().chain([&r.add]).filter_map(|m| member_info(map, *m)).collect();
         if let Some(node) = member_info(map, r.add) {
             out.push(Action::StartReplica {
                 node,
-                order: o.id,
+                order: g.id,
                 members,
                 initialize: false,
-                reason: format!("{add} replaces {remove} in order {}: it joins as a learner", o.id),
+                reason: format!("{add} replaces {remove} in {group}: it joins as a learner"),
             });
         }
     }
-    let (Some(report), Some(herald)) = (report, herald_of(map, obs, o)) else { return };
-    if herald.id == r.remove || obs.recently(ActionKey::Membership(o.id), HERALD_RETRY_MS) {
+    let (Some(report), Some(leader)) = (report, leader_of(map, obs, g)) else { return };
+    if leader.id == r.remove || obs.recently(ActionKey::Membership(g.id), HERALD_RETRY_MS) {
         return;
     }
     let cmd = if report.joint {
-        // A herald that failed between the joint and the final configuration left the group
+        // A leader that failed between the joint and the final configuration left the group
         // joint; asking for the same voters again finishes the change.
         Some((HeraldCmd::SetVoters(target.iter().copied().collect()), "finish the joint change".to_string()))
     } else if !report.voters.contains(&r.add) && !report.learners.contains(&r.add) {
-        running.then(|| member_info(map, r.add)).flatten().map(|n| {
-            (HeraldCmd::AddLearner(n), format!("{add} runs a learner replica of order {}: replicate to it", o.id))
-        })
+        running
+            .then(|| member_info(map, r.add))
+            .flatten()
+            .map(|n| (HeraldCmd::AddLearner(n), format!("{add} runs a learner replica of {group}: replicate to it")))
     } else if report.learners.contains(&r.add) && caught_up(report, r.add) {
-        let old: BTreeSet<NodeId> = o.members.iter().copied().collect();
-        (has_quorum(map, obs, o, &old) && has_quorum(map, obs, o, &target)).then(|| {
+        let old: BTreeSet<NodeId> = g.members.iter().copied().collect();
+        (has_quorum(map, obs, g, &old) && has_quorum(map, obs, g, &target)).then(|| {
             (
                 HeraldCmd::SetVoters(target.iter().copied().collect()),
-                format!("{add} caught up with order {}: swap it for {remove}", o.id),
+                format!("{add} caught up with {group}: swap it for {remove}"),
             )
         })
     } else {
         None
     };
     if let Some((cmd, reason)) = cmd {
-        out.push(Action::Herald { order: o.id, herald, cmd, reason });
+        out.push(Action::Herald { order: g.id, herald: leader, cmd, reason });
     }
 }
 
@@ -325,26 +333,22 @@ fn caught_up(report: &MembershipReport, id: NodeId) -> bool {
     report.matched.get(&id).is_some_and(|m| m + CATCHUP_SLACK >= report.last_log_index)
 }
 
-/// The herald of `o` if the map has one and it is alive.
-fn herald_of(map: &ClusterMap, obs: &Observed, o: &OrderRecord) -> Option<MemberInfo> {
-    o.herald.filter(|h| alive(map, obs, *h)).and_then(|h| member_info(map, h))
-}
-
-/// Replicas to start and to retire, from what nodes report running: every member runs its
-/// order's replica; a node runs no replica of an order it is not (or no longer) in; a herald
-/// keeps no learner the map does not plan.
+/// Replicas to start and to retire, from what nodes report running: every order member runs
+/// its order's replica; a node runs no replica of a group it is not (or no longer) in; a
+/// group's leader keeps no learner the map does not plan.
 fn plan_replicas(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     // A new bondsmith knows nothing of running replicas until the heartbeats arrive: it asks
     // only about nodes it heard from, or once a full down-timeout has passed.
     let settled = settled(map, obs);
     for o in map.orders.values() {
+        let Some(g) = map.group(o.id) else { continue };
         let members: Vec<MemberInfo> = o.members.iter().filter_map(|m| member_info(map, *m)).collect();
         for m in &members {
             let up = map.nodes.get(&m.id).is_some_and(|n| n.up);
-            let running = obs.replicas.get(&m.id).is_some_and(|r| r.contains(&o.id));
+            let running = runs_replica(obs, m.id, o.id);
             let heard = settled || obs.replicas.contains_key(&m.id);
             // A wiped member would start an empty replica under its old id: never.
-            let fresh = !wiped(map, obs, o, m.id);
+            let fresh = !wiped(map, obs, g, m.id);
             if up && heard && fresh && !running && !obs.recently(ActionKey::Replica(m.id, o.id), SPAWN_RETRY_MS) {
                 out.push(Action::StartReplica {
                     node: m.clone(),
@@ -358,43 +362,48 @@ fn plan_replicas(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     }
     // A node that is down is retired when it is next heard from (its last report is stale).
     let mut stray: BTreeMap<NodeId, Vec<OrderId>> = BTreeMap::new();
-    for (node, orders) in obs.replicas.iter().filter(|(n, _)| alive(map, obs, **n)) {
-        for order in orders {
-            let member = map.orders.get(order).is_some_and(|o| o.members.contains(node));
-            if !member && map.learner_of(*node) != Some(*order) {
-                stray.entry(*node).or_default().push(*order);
+    for (node, groups) in obs.replicas.iter().filter(|(n, _)| alive(map, obs, **n)) {
+        for group in groups {
+            let member = map.group(*group).is_some_and(|g| g.members.contains(node));
+            if !member && map.learner_of(*node) != Some(*group) {
+                stray.entry(*node).or_default().push(*group);
             }
         }
     }
-    for (node, orders) in stray {
+    for (node, groups) in stray {
         let Some(info) = member_info(map, node) else { continue };
-        for order in orders {
-            if obs.recently(ActionKey::Replica(node, order), SPAWN_RETRY_MS) {
+        for group in groups {
+            if obs.recently(ActionKey::Replica(node, group), SPAWN_RETRY_MS) {
                 continue;
             }
-            let retired = map.orders.get(&order).is_some_and(|o| o.retired.contains(&node));
+            let retired = map.group(group).is_some_and(|g| g.retired.contains(&node));
+            let name = group_name(group);
             out.push(Action::RetireReplica {
                 node: info.clone(),
-                order,
+                order: group,
                 reason: if retired {
-                    format!("{} was replaced in order {order}: its copy goes", info.name)
+                    format!("{} was replaced in {name}: its copy goes", info.name)
                 } else {
-                    format!("{} runs a replica of order {order} but is not its member", info.name)
+                    format!("{} runs a replica of {name} but is not its member", info.name)
                 },
             });
         }
     }
-    for o in map.orders.values() {
-        let Some(report) = obs.memberships.get(&o.id) else { continue };
-        let planned = o.reconfig.as_ref().map(|r| r.add);
+    for g in map.groups() {
+        let Some(report) = obs.memberships.get(&g.id) else { continue };
+        let planned = g.reconfig.map(|r| r.add);
         let Some(extra) = report.learners.iter().copied().find(|l| Some(*l) != planned) else { continue };
-        let Some(herald) = herald_of(map, obs, o) else { continue };
-        if !obs.recently(ActionKey::Membership(o.id), HERALD_RETRY_MS) && !report.joint {
+        let Some(leader) = leader_of(map, obs, g) else { continue };
+        if !obs.recently(ActionKey::Membership(g.id), HERALD_RETRY_MS) && !report.joint {
             out.push(Action::Herald {
-                order: o.id,
-                herald,
+                order: g.id,
+                herald: leader,
                 cmd: HeraldCmd::RemoveLearner(extra),
-                reason: format!("{} is a learner of order {} that no replacement needs", name_of(map, extra), o.id),
+                reason: format!(
+                    "{} is a learner of {} that no replacement needs",
+                    name_of(map, extra),
+                    group_name(g.id)
+                ),
             });
         }
     }

@@ -26,11 +26,15 @@ use crate::raft::network::Peers;
 use crate::station::Station;
 use crate::station::map::MapChange;
 use crate::station::map::OrderId;
+use crate::station::map::STATION;
 use crate::station::map::StationCommand;
 use crate::station::map::StationResponse;
 
 /// How often the coordinator plans when nothing wakes it.
 const TICK: Duration = Duration::from_millis(250);
+
+/// How long a leadership transfer may wait for its target to catch up and take over.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Map changes tried per round when the first ones are rejected.
 const COMMITS_PER_ROUND: usize = 4;
@@ -213,14 +217,27 @@ async fn execute(station: &Station, peers: &Peers, action: &Action) -> Result<()
     match action {
         Action::Commit { .. } => Ok(()),
         Action::StartReplica { node, order, members, initialize, .. } => {
-            let spec = pb::ServiceSpec {
-                kind: Some(pb::service_spec::Kind::OrderReplica(pb::OrderSpec {
+            let members = members.iter().map(crate::spec::member_to_proto).collect();
+            let kind = if *order == STATION {
+                let s = &station.spec;
+                pb::service_spec::Kind::Station(pb::StationSpec {
+                    cluster_id,
+                    members,
+                    shards: s.shards,
+                    replicas: s.replicas,
+                    max_key_bytes: s.max_key_bytes,
+                    max_value_bytes: s.max_value_bytes,
+                    join: !*initialize,
+                })
+            } else {
+                pb::service_spec::Kind::OrderReplica(pb::OrderSpec {
                     cluster_id,
                     order_id: *order,
-                    members: members.iter().map(crate::spec::member_to_proto).collect(),
+                    members,
                     initialize: *initialize,
-                })),
+                })
             };
+            let spec = pb::ServiceSpec { kind: Some(kind) };
             let ch = peers.channel(&node.addr).map_err(|e| e.to_string())?;
             let req = request(pb::SpawnRequest { spec: Some(spec) }, Duration::from_secs(5));
             pb::supervisor_client::SupervisorClient::new(ch).spawn(req).await.map_err(status)?;
@@ -232,6 +249,22 @@ async fn execute(station: &Station, peers: &Peers, action: &Action) -> Result<()
             pb::supervisor_client::SupervisorClient::new(ch).retire(req).await.map_err(status)?;
             Ok(())
         }
+        Action::StopServices { node, .. } => {
+            let ch = peers.channel(&node.addr).map_err(|e| e.to_string())?;
+            let mut client = pb::supervisor_client::SupervisorClient::new(ch);
+            let listed = client.list(request(pb::ListRequest {}, Duration::from_secs(5))).await.map_err(status)?;
+            for service in listed.into_inner().services {
+                client
+                    .stop(request(pb::StopRequest { name: service.name }, Duration::from_secs(15)))
+                    .await
+                    .map_err(status)?;
+            }
+            Ok(())
+        }
+        Action::Herald { order: STATION, cmd, .. } => {
+            // The station's leader is this bondsmith: change its own group.
+            reconfigure_station(&station.raft, cmd).await
+        }
         Action::Herald { order, herald, cmd, .. } => {
             let change = match cmd {
                 HeraldCmd::AddLearner(n) => {
@@ -241,6 +274,7 @@ async fn execute(station: &Station, peers: &Peers, action: &Action) -> Result<()
                     pb::reconfigure_request::Change::SetVoters(pb::VoterSet { voters: v.clone() })
                 }
                 HeraldCmd::RemoveLearner(n) => pb::reconfigure_request::Change::RemoveLearner(*n),
+                HeraldCmd::TransferLeader(n) => pb::reconfigure_request::Change::TransferLeader(*n),
             };
             let ch = peers.channel(&herald.addr).map_err(|e| e.to_string())?;
             let req = request(
@@ -251,4 +285,23 @@ async fn execute(station: &Station, peers: &Peers, action: &Action) -> Result<()
             Ok(())
         }
     }
+}
+
+/// A membership command on the station's own group, which this bondsmith leads.
+async fn reconfigure_station(raft: &crate::station::state_machine::StationRaft, cmd: &HeraldCmd) -> Result<(), String> {
+    use openraft::BasicNode;
+    use openraft::ChangeMembers;
+    let result = match cmd {
+        // Non-blocking, as on heralds: catch-up is judged from the reports, with a deadline.
+        HeraldCmd::AddLearner(m) => raft.add_learner(m.id, BasicNode::new(&m.addr), false).await.map(|_| ()),
+        HeraldCmd::SetVoters(v) => {
+            let voters: BTreeSet<NodeId> = v.iter().copied().collect();
+            raft.change_membership(ChangeMembers::ReplaceAllVoters(voters), false).await.map(|_| ())
+        }
+        HeraldCmd::RemoveLearner(id) => {
+            raft.change_membership(ChangeMembers::RemoveNodes([*id].into_iter().collect()), false).await.map(|_| ())
+        }
+        HeraldCmd::TransferLeader(to) => return crate::raft::transfer_leadership(raft, *to, TRANSFER_TIMEOUT).await,
+    };
+    result.map_err(|e| e.to_string())
 }

@@ -3,6 +3,7 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::station::map::ClusterMap;
 use crate::station::map::MapChange;
+use crate::station::map::STATION;
 use crate::station::map::StationCommand;
 use crate::station::map::StationResponse;
 
@@ -443,4 +444,59 @@ fn a_member_back_with_a_wiped_data_dir_is_a_new_node_and_is_replaced_at_once() {
     assert!(reasons.iter().any(|r| r.contains("n6 lost its data dir")), "{reasons:?}");
     assert_eq!(map.orders[&1].reconfig.as_ref().map(|r| (r.add, r.remove)), Some((7, 6)));
     assert_eq!(map.nodes[&6].incarnation, 0x66);
+}
+
+#[test]
+fn a_dead_station_member_is_replaced_by_a_spare_and_never_the_bondsmith_itself() {
+    let mut map = ClusterMap::default();
+    let mut obs = observed(1);
+    converge(&mut map, &obs);
+    join_spares(&mut map, &mut obs, 4..=5);
+    apply(&mut map, MapChange::Set { name: "replace_after_ms".into(), value: "0".into() }, "test");
+    for n in 1..=3 {
+        obs.replicas.insert(n, [STATION].into_iter().collect());
+    }
+    for n in 4..=5 {
+        obs.replicas.insert(n, BTreeSet::new());
+    }
+    let report = MembershipReport { voters: [1, 2, 3].into(), last_log_index: 50, ..Default::default() };
+    obs.memberships.insert(STATION, report);
+    assert!(commits(&plan(&map, &obs)).is_empty());
+
+    // Station member 3 dies: spare 4 takes its place, joining as a learner of the station.
+    obs.last_seen.insert(3, 5_000);
+    let reasons = converge(&mut map, &obs);
+    assert!(reasons.iter().any(|r| r.contains("spare n4 takes its place in the station")), "{reasons:?}");
+    let starts = starts(&plan(&map, &obs));
+    let [Action::StartReplica { node, order: STATION, members, initialize: false, .. }] = starts.as_slice() else {
+        panic!("{starts:?}")
+    };
+    assert_eq!((node.id, members.len()), (4, 4));
+    obs.replicas.insert(4, [STATION].into_iter().collect());
+    let actions = plan(&map, &obs);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Herald { order: STATION, herald, cmd: HeraldCmd::AddLearner(m), .. }
+            if herald.id == 1 && m.id == 4)),
+        "the bondsmith adds the learner to its own group: {actions:?}"
+    );
+    let caught_up = MembershipReport {
+        voters: [1, 2, 3].into(),
+        learners: [4].into(),
+        matched: [(4, 50)].into(),
+        last_log_index: 50,
+        ..Default::default()
+    };
+    obs.memberships.insert(STATION, caught_up);
+    assert_eq!(herald_cmds(&plan(&map, &obs)), vec![HeraldCmd::SetVoters(vec![1, 2, 4])]);
+    obs.memberships.insert(STATION, MembershipReport { voters: [1, 2, 4].into(), ..Default::default() });
+    converge(&mut map, &obs);
+    assert_eq!(map.station, vec![1, 2, 4]);
+    assert!(map.station_retired.contains(&3));
+
+    // The bondsmith never plans its own replacement, however long it has been "silent".
+    obs.last_seen.remove(&1);
+    let planned = commits(&plan(&map, &obs));
+    assert!(!planned.iter().any(|(c, _)| matches!(c, MapChange::BeginReplace { remove: 1, .. })), "{planned:?}");
 }

@@ -55,17 +55,7 @@ impl OrderReplica {
         if herald {
             report.owned = self.sm.owned().unwrap_or_default().into_iter().collect();
             report.nonempty = self.sm.nonempty().unwrap_or_default().into_iter().collect();
-            let membership = m.membership_config.membership();
-            report.voters = membership.voter_ids().collect();
-            report.learners = membership.learner_ids().collect();
-            report.joint = membership.get_joint_config().len() > 1;
-            report.matched = m
-                .replication
-                .iter()
-                .flatten()
-                .map(|(id, log)| (*id, log.as_ref().map(|l| l.index).unwrap_or(0)))
-                .collect();
-            report.last_log_index = m.last_log_index.unwrap_or(0);
+            crate::raft::report_membership(&m, &mut report);
         }
         report
     }

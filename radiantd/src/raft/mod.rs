@@ -19,6 +19,67 @@ pub type GroupId = u64;
 /// The station's Raft group.
 pub const STATION_GROUP: GroupId = 0;
 
+/// Fills a heartbeat report with a group's membership as its leader's Raft metrics show it:
+/// voters, learners, whether a change is half done (joint), and how far each follower and
+/// learner has matched the log. The bondsmith plans membership changes from this, not from
+/// what it asked for.
+pub fn report_membership<C>(m: &openraft::RaftMetrics<C>, report: &mut radiant_proto::ReplicaReport)
+where
+    C: openraft::RaftTypeConfig<NodeId = crate::identity::NodeId>,
+{
+    let membership = m.membership_config.membership();
+    report.voters = membership.voter_ids().collect();
+    report.learners = membership.learner_ids().collect();
+    report.joint = membership.get_joint_config().len() > 1;
+    report.matched =
+        m.replication.iter().flatten().map(|(id, log)| (*id, log.as_ref().map(|l| l.index).unwrap_or(0))).collect();
+    report.last_log_index = m.last_log_index.unwrap_or(0);
+}
+
+/// Hands this node's leadership of a group to voter `to`, waiting (up to `timeout`) until `to`
+/// has matched the whole log first: openraft's transfer refuses writes and reads from the
+/// moment it starts, and a target that is behind ignores it, leaving the group leaderless for
+/// an election timeout (openraft issue #2088). Returns once `to` leads.
+pub async fn transfer_leadership<C, SM>(
+    raft: &openraft::Raft<C, SM>,
+    to: C::NodeId,
+    timeout: Duration,
+) -> Result<(), String>
+where
+    C: openraft::RaftTypeConfig<NodeId = crate::identity::NodeId>,
+    SM: openraft::storage::RaftStateMachine<C>,
+{
+    use openraft::async_runtime::WatchReceiver;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut triggered = false;
+    loop {
+        let (leader, last, matched) = {
+            let m = raft.metrics();
+            let m = m.borrow_watched();
+            let matched = m.replication.as_ref().and_then(|r| r.get(&to).cloned().flatten()).map(|l| l.index);
+            (m.current_leader, m.last_log_index, matched)
+        };
+        if leader == Some(to) {
+            return Ok(());
+        }
+        if !triggered && matched.is_some() && matched == last {
+            raft.trigger().transfer_leader(to).await.map_err(|e| e.to_string())?;
+            triggered = true;
+        } else if !triggered {
+            // Nudge replication so the target catches up with the last entries.
+            let _ = raft.trigger().heartbeat().await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(if triggered {
+                format!("node {to} did not take over in time")
+            } else {
+                format!("node {to} did not catch up with the log in time")
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The openraft config every group on this node uses, derived from the node's timing.
 pub fn openraft_config(cluster: &str, timing: &Timing) -> Result<openraft::Config, openraft::ConfigError> {
     let election = timing.election_timeout.as_millis() as u64;

@@ -37,10 +37,36 @@ pub struct NodeRecord {
     /// Its data dir's incarnation as last registered (0 for a station member that has not
     /// joined yet).
     pub incarnation: u64,
+    /// What an operator asked of the node.
+    pub intent: Intent,
+}
+
+/// An operator's intent for a node: it survives bondsmith failovers because it is in the map.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Intent {
+    /// Serve as usual.
+    #[default]
+    Serve,
+    /// Lead nothing (Rocinante's "not ready"): leaderships move to caught-up voters.
+    Drain,
+    /// Drain, then give every membership to a spare, then retire.
+    Remove,
+    /// Removed: services stopped, never back under this identity (this incarnation).
+    Removed,
 }
 
 /// An order id; orders are numbered from 1.
 pub type OrderId = u64;
+
+/// The group id the station's Raft group goes by where a group is named (replacements, replica
+/// starts and retirements): order ids start at 1, and the transport already names the
+/// station's group 0.
+pub const STATION: OrderId = 0;
+
+/// Names a group for the journal.
+pub fn group_name(group: OrderId) -> String {
+    if group == STATION { "the station".to_string() } else { format!("order {group}") }
+}
 
 /// Default Kv key limit.
 pub const DEFAULT_MAX_KEY_BYTES: u32 = 4 * 1024;
@@ -96,6 +122,25 @@ pub struct JournalEntry {
     pub bondsmith: NodeId,
 }
 
+/// A Raft group's membership as the map plans it: an order's, or the station's.
+#[derive(Debug, Clone, Copy)]
+pub struct Group<'a> {
+    /// The order, or [`STATION`].
+    pub id: OrderId,
+    /// Its voters.
+    pub members: &'a [NodeId],
+    /// The replacement under way.
+    pub reconfig: Option<&'a Reconfig>,
+    /// Nodes replaced out of it.
+    pub retired: &'a BTreeSet<NodeId>,
+}
+
+struct GroupMut<'a> {
+    members: &'a mut Vec<NodeId>,
+    reconfig: &'a mut Option<Reconfig>,
+    retired: &'a mut BTreeSet<NodeId>,
+}
+
 /// The cluster map.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMap {
@@ -130,6 +175,10 @@ pub struct ClusterMap {
     pub moving: BTreeMap<u32, OrderId>,
     /// Cluster settings.
     pub settings: Settings,
+    /// The station member being replaced, if any.
+    pub station_reconfig: Option<Reconfig>,
+    /// Nodes replaced out of the station; they never rejoin it.
+    pub station_retired: BTreeSet<NodeId>,
 }
 
 /// A station member, as given at bootstrap.
@@ -230,9 +279,9 @@ pub enum MapChange {
         /// New value, as text (validated on apply).
         value: String,
     },
-    /// Starts replacing a member of an order with a spare.
+    /// Starts replacing a member of an order (or of the station, [`STATION`]) with a spare.
     BeginReplace {
-        /// The order.
+        /// The order, or [`STATION`].
         order: OrderId,
         /// The spare.
         add: NodeId,
@@ -248,6 +297,14 @@ pub enum MapChange {
     AbortReplace {
         /// The order.
         order: OrderId,
+    },
+    /// Sets an operator's intent for a node (drain, undrain, remove, or removed when its
+    /// memberships are all given away).
+    SetIntent {
+        /// The node.
+        id: NodeId,
+        /// The intent.
+        intent: Intent,
     },
     /// Journals an action carried out outside the map (a replica started or stopped, a
     /// command to a herald) with its outcome. Applied at any epoch and leaves the epoch as
@@ -295,11 +352,21 @@ impl fmt::Display for MapChange {
             MapChange::CancelMove { shard } => write!(f, "cancel the move of shard {shard}"),
             MapChange::Set { name, value } => write!(f, "set {name} = {value}"),
             MapChange::BeginReplace { order, add, remove } => {
-                write!(f, "begin replacing node {remove} by node {add} in order {order}")
+                write!(f, "begin replacing node {remove} by node {add} in {}", group_name(*order))
             }
-            MapChange::CompleteReplace { order } => write!(f, "complete the replacement in order {order}"),
-            MapChange::AbortReplace { order } => write!(f, "abandon the replacement in order {order}"),
+            MapChange::CompleteReplace { order } => write!(f, "complete the replacement in {}", group_name(*order)),
+            MapChange::AbortReplace { order } => write!(f, "abandon the replacement in {}", group_name(*order)),
             MapChange::Record { action, outcome } => write!(f, "{action}: {outcome}"),
+            MapChange::SetIntent { id, intent } => write!(
+                f,
+                "node {id}: {}",
+                match intent {
+                    Intent::Serve => "serve (undrained)",
+                    Intent::Drain => "drain",
+                    Intent::Remove => "remove",
+                    Intent::Removed => "removed",
+                }
+            ),
         }
     }
 }
@@ -404,6 +471,7 @@ impl ClusterMap {
                             joined: false,
                             up: true,
                             incarnation: 0,
+                            intent: Intent::Serve,
                         },
                     );
                 }
@@ -423,7 +491,15 @@ impl ClusterMap {
                     joined: true,
                     up: true,
                     incarnation: *incarnation,
+                    intent: Intent::Serve,
                 });
+                if rec.intent == Intent::Removed && rec.incarnation == *incarnation {
+                    return Err(format!("node {} was removed; it cannot come back under its old identity", node.id));
+                }
+                if rec.incarnation != *incarnation {
+                    // A wiped data dir is a new node: nothing asked of the old one applies.
+                    rec.intent = Intent::Serve;
+                }
                 rec.name = node.name.clone();
                 rec.addr = node.addr.clone();
                 rec.capacity = *capacity;
@@ -516,46 +592,107 @@ impl ClusterMap {
             }
             MapChange::BeginReplace { order, add, remove } => {
                 let spare = self.nodes.get(add).ok_or_else(|| format!("unknown node {add}"))?;
-                if !spare.joined || self.order_of(*add).is_some() || self.learner_of(*add).is_some() {
+                let busy = self.order_of(*add).is_some() || self.learner_of(*add).is_some();
+                if !spare.joined || busy || (*order == STATION && self.station.contains(add)) {
                     return Err(format!("node {add} is not a spare"));
                 }
                 let epoch = self.epoch;
-                let o = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
-                if let Some(r) = &o.reconfig {
-                    return Err(format!("order {order} is already replacing node {} by node {}", r.remove, r.add));
+                let g = self.group_mut(*order)?;
+                if let Some(r) = g.reconfig {
+                    return Err(format!(
+                        "{} is already replacing node {} by node {}",
+                        group_name(*order),
+                        r.remove,
+                        r.add
+                    ));
                 }
-                if !o.members.contains(remove) {
-                    return Err(format!("node {remove} is not a member of order {order}"));
+                if !g.members.contains(remove) {
+                    return Err(format!("node {remove} is not a member of {}", group_name(*order)));
                 }
-                if o.retired.contains(add) {
-                    return Err(format!("node {add} was replaced out of order {order} before"));
+                if g.retired.contains(add) {
+                    return Err(format!("node {add} was replaced out of {} before", group_name(*order)));
                 }
-                o.reconfig = Some(Reconfig { add: *add, remove: *remove, since_epoch: epoch });
+                *g.reconfig = Some(Reconfig { add: *add, remove: *remove, since_epoch: epoch });
             }
             MapChange::CompleteReplace { order } => {
-                let o = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
-                let r = o.reconfig.take().ok_or_else(|| format!("order {order} has no replacement under way"))?;
-                o.members.retain(|m| *m != r.remove);
-                o.members.push(r.add);
-                o.retired.insert(r.remove);
-                o.incarnations.remove(&r.remove);
-                o.incarnations.insert(r.add, self.nodes.get(&r.add).map_or(0, |n| n.incarnation));
-                if o.herald == Some(r.remove) {
-                    o.herald = None;
+                let incarnation = |map: &ClusterMap, id: NodeId| map.nodes.get(&id).map_or(0, |n| n.incarnation);
+                let r = self.group_mut(*order)?.reconfig.clone();
+                let r = r.ok_or_else(|| format!("{} has no replacement under way", group_name(*order)))?;
+                let add_incarnation = incarnation(self, r.add);
+                let g = self.group_mut(*order)?;
+                *g.reconfig = None;
+                g.members.retain(|m| *m != r.remove);
+                g.members.push(r.add);
+                g.retired.insert(r.remove);
+                if let Some(o) = self.orders.get_mut(order) {
+                    o.incarnations.remove(&r.remove);
+                    o.incarnations.insert(r.add, add_incarnation);
+                    if o.herald == Some(r.remove) {
+                        o.herald = None;
+                    }
                 }
             }
             MapChange::AbortReplace { order } => {
-                let o = self.orders.get_mut(order).ok_or_else(|| format!("unknown order {order}"))?;
-                o.reconfig.take().ok_or_else(|| format!("order {order} has no replacement under way"))?;
+                let g = self.group_mut(*order)?;
+                g.reconfig.take().ok_or_else(|| format!("{} has no replacement under way", group_name(*order)))?;
             }
             MapChange::Record { .. } => {}
+            MapChange::SetIntent { id, intent } => {
+                let in_groups = self.groups().any(|g| g.members.contains(id)) || self.learner_of(*id).is_some();
+                let n = self.node_mut(*id)?;
+                if n.intent == Intent::Removed {
+                    return Err(format!("node {id} was removed"));
+                }
+                if *intent == Intent::Removed && in_groups {
+                    return Err(format!("node {id} is still a member of a group"));
+                }
+                n.intent = *intent;
+            }
         }
         Ok(())
     }
 
-    /// The order whose replacement brings `id` in as a learner.
+    /// The group (an order, or [`STATION`]) whose replacement brings `id` in as a learner.
     pub fn learner_of(&self, id: NodeId) -> Option<OrderId> {
+        if self.station_reconfig.as_ref().is_some_and(|r| r.add == id) {
+            return Some(STATION);
+        }
         self.orders.values().find(|o| o.reconfig.as_ref().is_some_and(|r| r.add == id)).map(|o| o.id)
+    }
+
+    /// The membership of a group as the map plans it.
+    pub fn group(&self, group: OrderId) -> Option<Group<'_>> {
+        if group == STATION {
+            return Some(Group {
+                id: STATION,
+                members: &self.station,
+                reconfig: self.station_reconfig.as_ref(),
+                retired: &self.station_retired,
+            });
+        }
+        self.orders.get(&group).map(|o| Group {
+            id: o.id,
+            members: &o.members,
+            reconfig: o.reconfig.as_ref(),
+            retired: &o.retired,
+        })
+    }
+
+    /// Every group: the station first, then the orders.
+    pub fn groups(&self) -> impl Iterator<Item = Group<'_>> {
+        std::iter::once(STATION).chain(self.orders.keys().copied()).filter_map(|g| self.group(g))
+    }
+
+    fn group_mut(&mut self, group: OrderId) -> Result<GroupMut<'_>, String> {
+        if group == STATION {
+            return Ok(GroupMut {
+                members: &mut self.station,
+                reconfig: &mut self.station_reconfig,
+                retired: &mut self.station_retired,
+            });
+        }
+        let o = self.orders.get_mut(&group).ok_or_else(|| format!("unknown order {group}"))?;
+        Ok(GroupMut { members: &mut o.members, reconfig: &mut o.reconfig, retired: &mut o.retired })
     }
 
     /// The order a node belongs to.
@@ -568,11 +705,14 @@ impl ClusterMap {
         self.shard_orders.iter().filter(|o| **o == order).count()
     }
 
-    /// A node's state: `down`, `member` (in an order), `spare` (joined, no order yet) or
+    /// A node's state: `removed`, `down`, `draining` (it leads nothing, and if being removed,
+    /// its places are being taken), `member` (in an order), `spare` (joined, no order yet) or
     /// `station` (a station member that did not join).
     pub fn state(&self, node: &NodeRecord) -> &'static str {
         match (node.up, node.joined) {
+            _ if node.intent == Intent::Removed => "removed",
             (false, _) => "down",
+            _ if matches!(node.intent, Intent::Drain | Intent::Remove) => "draining",
             (true, true) if self.order_of(node.id).is_some() || self.learner_of(node.id).is_some() => "member",
             (true, true) => "spare",
             (true, false) => "station",

@@ -90,10 +90,32 @@ impl Station {
         m.state == ServerState::Leader && m.current_leader == Some(self.me) && m.vote.committed
     }
 
-    /// The bondsmith as this replica knows it.
+    /// The bondsmith as this replica knows it, with the address from the group's current
+    /// membership (not the bootstrap list: every original member may have been replaced).
     pub fn bondsmith(&self) -> Option<MemberInfo> {
-        let leader = self.raft.metrics().borrow_watched().current_leader?;
-        self.spec.members.iter().find(|m| m.id == leader).cloned()
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        let name = self.view.with(|map| map.nodes.get(&leader).map(|n| n.name.clone())).unwrap_or_default();
+        Some(MemberInfo { id: leader, name, addr: node.addr.clone() })
+    }
+
+    /// What the node's heartbeat says of this station replica (as group [`map::STATION`]); on
+    /// the bondsmith, with the group's membership.
+    pub fn report(&self) -> radiant_proto::ReplicaReport {
+        let leading = self.is_bondsmith();
+        let m = self.raft.metrics().borrow_watched().clone();
+        let mut report = radiant_proto::ReplicaReport {
+            order_id: map::STATION,
+            herald: leading,
+            term: m.current_term,
+            ..Default::default()
+        };
+        if leading {
+            crate::raft::report_membership(&m, &mut report);
+        }
+        report
     }
 
     /// Records a heartbeat and what it reports of the node's order replicas; wakes the
@@ -178,8 +200,10 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
 
     // Every member initializes with the same membership: the first to run creates the
     // initial config, the others find it (or receive it) and their call is a no-op.
+    // A replacement joins as a learner: the bondsmith adds it, and it must not initialize a
+    // group of its own (that would be a second, conflicting log).
     let initialized = raft.is_initialized().await.map_err(|e| fail("read state", &e))?;
-    if !initialized {
+    if !initialized && !spec.join {
         let members: BTreeMap<NodeId, BasicNode> =
             spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
         if let Err(e) = raft.initialize(members).await {

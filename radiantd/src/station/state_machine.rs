@@ -102,6 +102,13 @@ fn io_err(e: impl Into<redb::Error>) -> io::Error {
 }
 
 impl StationStateMachine {
+    /// Deletes the station's state on this node (its station replica was retired).
+    pub fn purge(db: &Database) -> io::Result<()> {
+        let txn = db.begin_write().map_err(io_err)?;
+        txn.delete_table(STATION_SM).map_err(io_err)?;
+        txn.commit().map_err(io_err)
+    }
+
     /// Loads the persisted state (or starts empty).
     pub fn open(db: Arc<Database>) -> io::Result<(Self, MapView)> {
         {
