@@ -128,6 +128,28 @@ enum Command {
         /// New value.
         value: String,
     },
+    /// Drain a node: it gives up every leadership it holds and leads nothing until undrained.
+    Drain {
+        /// The node: its name, id or address.
+        node: String,
+        /// Return once the bondsmith has the request, without waiting for it to be done.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// End a drain: the node may lead again.
+    Undrain {
+        /// The node: its name, id or address.
+        node: String,
+    },
+    /// Remove a node: drain it, give each of its places to a spare, stop its services. Refused
+    /// (exit 5) with the reason if that could not finish.
+    Remove {
+        /// The node: its name, id or address.
+        node: String,
+        /// Return once the bondsmith has the request, without waiting for it to be done.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show the journal of recovery actions.
     Events {
         /// Show at most this many recent entries (0: all).
@@ -202,6 +224,17 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
         Command::Del { key } => cmd::kv::del(&endpoint, cli.output, &key).await?,
         Command::Scan { prefix, limit, stale } => cmd::kv::scan(&endpoint, cli.output, &prefix, limit, stale).await?,
         Command::Settings => cmd::settings::list(&endpoint, cli.output).await?,
+        Command::Drain { node, no_wait } => {
+            let wait = (!no_wait).then_some(wait);
+            cmd::intent::run(&endpoint, cli.output, &node, cmd::intent::Ask::Drain, wait).await?
+        }
+        Command::Undrain { node } => {
+            cmd::intent::run(&endpoint, cli.output, &node, cmd::intent::Ask::Undrain, Some(wait)).await?
+        }
+        Command::Remove { node, no_wait } => {
+            let wait = (!no_wait).then_some(wait);
+            cmd::intent::run(&endpoint, cli.output, &node, cmd::intent::Ask::Remove, wait).await?
+        }
         Command::Set { name, value } => cmd::settings::set(&endpoint, cli.output, &name, &value).await?,
         Command::Events { limit } => cmd::show::events(&endpoint, cli.output, limit).await?,
         Command::Demo { action: Some(DemoAction::Down { dir }), .. } => cmd::demo::down(&dir)?,

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bootstrap;
 pub mod demo;
+pub mod intent;
 pub mod join;
 pub mod kv;
 pub mod settings;

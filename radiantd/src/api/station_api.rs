@@ -17,10 +17,12 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::coordinator::Announce;
+use crate::coordinator::Observed;
 use crate::node::NodeContext;
 use crate::spec::member_to_proto;
 use crate::station::Station;
 use crate::station::map::ClusterMap;
+use crate::station::map::Intent;
 use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
 use crate::station::map::StationCommand;
@@ -171,24 +173,25 @@ fn setting_to_proto(s: SettingInfo) -> pb::Setting {
     pb::Setting { name: s.name.to_string(), value: s.value, default: s.default, meaning: s.meaning.to_string() }
 }
 
-/// Commits an operator's setting change through the station's log, re-reading the epoch if
-/// another change got there first.
-async fn commit_setting(station: &Station, name: &str, value: &str) -> Result<(SettingInfo, u64), Status> {
+/// Commits an operator's change through the station's log: `decide` looks at the current
+/// map (and the bondsmith's observations) and returns the change and its reason, or refuses
+/// with a status; if another change gets there first, it decides again on the new map.
+async fn commit_operator_change<T>(
+    station: &Station,
+    decide: impl Fn(&ClusterMap, &Observed) -> Result<(MapChange, String, T), Status>,
+) -> Result<(T, u64), Status> {
     for _ in 0..10 {
-        let (epoch, info) = station.view.with(|m| {
-            let mut next = m.settings.clone();
-            (m.epoch, next.set(name, value))
-        });
-        let info = info.map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let map = station.view.map();
+        let (change, reason, out) = decide(&map, &station.observations())?;
         let cmd = StationCommand {
-            expected_epoch: epoch,
+            expected_epoch: map.epoch,
             at_unix_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             by: station.me(),
-            change: MapChange::Set { name: info.name.to_string(), value: info.value.clone() },
-            reason: format!("operator: radiantctl set {} {}", info.name, info.value),
+            change,
+            reason,
         };
         let resp = station
             .raft
@@ -198,7 +201,7 @@ async fn commit_setting(station: &Station, name: &str, value: &str) -> Result<(S
         match resp.data {
             StationResponse::Applied { epoch } => {
                 station.wake();
-                return Ok((info, epoch));
+                return Ok((out, epoch));
             }
             StationResponse::Stale { .. } => continue,
             StationResponse::Rejected { reason } => return Err(Status::invalid_argument(reason)),
@@ -206,6 +209,38 @@ async fn commit_setting(station: &Station, name: &str, value: &str) -> Result<(S
         }
     }
     Err(Status::unavailable("the map kept changing; retry"))
+}
+
+async fn commit_setting(station: &Station, name: &str, value: &str) -> Result<(SettingInfo, u64), Status> {
+    commit_operator_change(station, |map, _| {
+        let info = map.settings.clone().set(name, value).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let change = MapChange::Set { name: info.name.to_string(), value: info.value.clone() };
+        Ok((change, format!("operator: radiantctl set {} {}", info.name, info.value), info))
+    })
+    .await
+}
+
+/// Sets a node's intent; `check` may refuse (remove's up-front checks).
+async fn commit_intent(
+    station: &Station,
+    id: u64,
+    intent: Intent,
+    command: &str,
+    check: impl Fn(&ClusterMap, &Observed) -> Result<(), String>,
+) -> Result<pb::IntentResponse, Status> {
+    let (_, epoch) = commit_operator_change(station, |map, obs| {
+        let node =
+            map.nodes.get(&id).ok_or_else(|| Status::invalid_argument(format!("no node {id} in this cluster")))?;
+        if node.intent == Intent::Removed {
+            return Err(Status::invalid_argument(format!("{} was removed", node.name)));
+        }
+        check(map, obs).map_err(Status::invalid_argument)?;
+        let change = MapChange::SetIntent { id, intent };
+        Ok((change, format!("operator: radiantctl {command} {}", node.name), ()))
+    })
+    .await?;
+    let state = station.view.with(|m| m.nodes.get(&id).map(|n| m.state(n).to_string())).unwrap_or_default();
+    Ok(pb::IntentResponse { epoch, state })
 }
 
 #[tonic::async_trait]
@@ -319,6 +354,54 @@ impl StationRpc for StationApi {
             Route::Local(station) => {
                 let (info, epoch) = commit_setting(&station, &body.name, &body.value).await?;
                 Ok(Response::new(pb::SetResponse { setting: Some(setting_to_proto(info)), epoch }))
+            }
+        }
+    }
+
+    async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<Response<pb::IntentResponse>, Status> {
+        let hops = hops(&req);
+        let body = req.into_inner();
+        match self.route(hops)? {
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.drain(r).await }).await
+            }
+            Route::Local(station) => {
+                let current = station.view.with(|m| m.nodes.get(&body.node_id).map(|n| n.intent));
+                let (intent, command) =
+                    if body.undrain { (Intent::Serve, "undrain") } else { (Intent::Drain, "drain") };
+                if current == Some(intent) || (!body.undrain && current == Some(Intent::Remove)) {
+                    // Idempotent: already so.
+                    let (epoch, state) = station.view.with(|m| {
+                        (m.epoch, m.nodes.get(&body.node_id).map(|n| m.state(n).to_string()).unwrap_or_default())
+                    });
+                    return Ok(Response::new(pb::IntentResponse { epoch, state }));
+                }
+                if body.undrain && current == Some(Intent::Remove) {
+                    return Err(Status::invalid_argument("the node is being removed; a removal cannot be undone"));
+                }
+                Ok(Response::new(commit_intent(&station, body.node_id, intent, command, |_, _| Ok(())).await?))
+            }
+        }
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::IntentResponse>, Status> {
+        let hops = hops(&req);
+        let body = req.into_inner();
+        match self.route(hops)? {
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.remove(r).await }).await
+            }
+            Route::Local(station) => {
+                let current = station.view.with(|m| m.nodes.get(&body.node_id).map(|n| n.intent));
+                if matches!(current, Some(Intent::Remove | Intent::Removed)) {
+                    let (epoch, state) = station.view.with(|m| {
+                        (m.epoch, m.nodes.get(&body.node_id).map(|n| m.state(n).to_string()).unwrap_or_default())
+                    });
+                    return Ok(Response::new(pb::IntentResponse { epoch, state }));
+                }
+                let id = body.node_id;
+                let check = |map: &ClusterMap, obs: &Observed| crate::coordinator::can_remove(map, obs, id);
+                Ok(Response::new(commit_intent(&station, id, Intent::Remove, "remove", check).await?))
             }
         }
     }

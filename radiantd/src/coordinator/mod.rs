@@ -20,6 +20,7 @@ pub use action::Action;
 pub use action::ActionKey;
 pub use action::HeraldCmd;
 pub use planner::balance;
+pub use planner::can_remove;
 pub use planner::plan;
 
 use crate::identity::NodeId;

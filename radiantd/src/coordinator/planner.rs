@@ -17,6 +17,7 @@ use super::SPAWN_RETRY_MS;
 use crate::identity::NodeId;
 use crate::station::map::ClusterMap;
 use crate::station::map::Group;
+use crate::station::map::Intent;
 use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
 use crate::station::map::OrderId;
@@ -76,7 +77,9 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Action> {
     plan_registrations(map, obs, &mut out);
     plan_liveness(map, obs, &mut out);
     plan_orders(map, obs, &mut out);
+    plan_leadership(map, obs, &mut out);
     plan_replacements(map, obs, &mut out);
+    plan_removals(map, obs, &mut out);
     plan_replicas(map, obs, &mut out);
     plan_shards(map, obs, &mut out);
     out
@@ -95,6 +98,7 @@ fn plan_bondsmith(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
 fn plan_registrations(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     for (id, a) in &obs.announced {
         let reason = match map.nodes.get(id) {
+            Some(n) if n.intent == Intent::Removed && n.incarnation == a.incarnation => continue,
             None => format!("node up: {} at {} phoned home", a.node.name, a.node.addr),
             Some(n) if !n.joined => format!("node up: station member {} joined as a satellite", n.name),
             Some(n) if n.incarnation != a.incarnation => format!(
@@ -135,7 +139,8 @@ fn plan_liveness(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
 fn spares(map: &ClusterMap, obs: &Observed) -> Vec<NodeId> {
     map.nodes
         .values()
-        .filter(|n| n.joined && n.up && map.order_of(n.id).is_none() && map.learner_of(n.id).is_none())
+        .filter(|n| n.joined && n.up && n.intent == Intent::Serve)
+        .filter(|n| map.order_of(n.id).is_none() && map.learner_of(n.id).is_none())
         .filter(|n| obs.replicas.get(&n.id).is_none_or(|r| r.iter().all(|g| *g == STATION)))
         .map(|n| n.id)
         .collect()
@@ -190,8 +195,107 @@ fn replace_victim(map: &ClusterMap, obs: &Observed, g: Group<'_>) -> Option<Node
     let replace_after = map.settings.replace_after_ms.max(map.settings.down_after_ms);
     let candidates = || g.members.iter().copied().filter(|m| *m != obs.me);
     candidates()
-        .find(|m| wiped(map, obs, g, *m))
+        .find(|m| intent(map, *m) == Intent::Remove)
+        .or_else(|| candidates().find(|m| wiped(map, obs, g, *m)))
         .or_else(|| candidates().find(|m| !alive(map, obs, *m) && silent_for(obs, *m) >= replace_after))
+}
+
+fn intent(map: &ClusterMap, id: NodeId) -> Intent {
+    map.nodes.get(&id).map_or(Intent::Serve, |n| n.intent)
+}
+
+/// Whether a node must lead nothing (it is draining, being removed, or removed).
+fn leads_nothing(map: &ClusterMap, id: NodeId) -> bool {
+    intent(map, id) != Intent::Serve
+}
+
+/// A draining node hands each leadership it holds to the voter that has matched the most of
+/// the log (and is alive, serving, and has its log); the leader itself waits until that voter
+/// has matched all of it before it transfers.
+fn plan_leadership(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    for g in map.groups() {
+        let Some(leader) = leader_of(map, obs, g) else { continue };
+        if !leads_nothing(map, leader.id) || obs.recently(ActionKey::Membership(g.id), HERALD_RETRY_MS) {
+            continue;
+        }
+        let Some(report) = obs.memberships.get(&g.id).filter(|r| !r.joint) else { continue };
+        let target = report
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| *v != leader.id && live_member(map, obs, g, *v) && !leads_nothing(map, *v))
+            .max_by_key(|v| (report.matched.get(v).copied().unwrap_or(0), std::cmp::Reverse(*v)));
+        let Some(to) = target else { continue };
+        out.push(Action::Herald {
+            order: g.id,
+            herald: leader.clone(),
+            cmd: HeraldCmd::TransferLeader(to),
+            reason: format!(
+                "{} is draining: it hands the leadership of {} to {}",
+                leader.name,
+                group_name(g.id),
+                name_of(map, to)
+            ),
+        });
+    }
+}
+
+/// A node being removed is retired once every place it held is taken; a removed node that is
+/// still heard from is asked to stop its services.
+fn plan_removals(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    for n in map.nodes.values() {
+        let member = map.groups().any(|g| g.members.contains(&n.id)) || map.learner_of(n.id).is_some();
+        match n.intent {
+            Intent::Remove if !member => out.push(commit(
+                MapChange::SetIntent { id: n.id, intent: Intent::Removed },
+                format!("{} holds no place in any group any more: removed", n.name),
+            )),
+            Intent::Removed if alive(map, obs, n.id) && !obs.recently(ActionKey::Node(n.id), SPAWN_RETRY_MS) => {
+                if let Some(node) = member_info(map, n.id) {
+                    out.push(Action::StopServices { node, reason: format!("{} was removed", n.name) });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether `id` can be removed now; `Err` says why not in one sentence. A removal that could
+/// not finish (no spare to take a place, a group that would lose its majority, a change
+/// already under way) is refused up front, so that nothing changes.
+pub fn can_remove(map: &ClusterMap, obs: &Observed, id: NodeId) -> Result<(), String> {
+    let node = map.nodes.get(&id).ok_or_else(|| format!("there is no node {id} in this cluster"))?;
+    let name = &node.name;
+    if matches!(node.intent, Intent::Remove | Intent::Removed) {
+        return Ok(());
+    }
+    if let Some(g) = map.learner_of(id) {
+        return Err(format!("{name} is joining {} right now; retry once that change is done", group_name(g)));
+    }
+    let mut free: Vec<NodeId> = spares(map, obs).into_iter().filter(|s| *s != id && alive(map, obs, *s)).collect();
+    for g in map.groups().filter(|g| g.members.contains(&id)) {
+        let group = group_name(g.id);
+        if g.members.len() == 1 {
+            return Err(format!("{name} is the only member of {group}; nothing could take over from it"));
+        }
+        if let Some(r) = g.reconfig {
+            return Err(format!(
+                "a change is already under way in {group} ({} is replacing {}); retry once it is done",
+                name_of(map, r.add),
+                name_of(map, r.remove)
+            ));
+        }
+        let others = g.members.len() - 1;
+        let live = g.members.iter().filter(|m| **m != id && live_member(map, obs, g, **m)).count();
+        if live <= g.members.len() / 2 {
+            return Err(format!("{group} would lose its majority: only {live} of its {others} other members are up"));
+        }
+        let Some(pos) = free.iter().position(|s| !g.retired.contains(s) && !g.members.contains(s)) else {
+            return Err(format!("no spare node can take {name}'s place in {group}; join one first"));
+        };
+        free.remove(pos);
+    }
+    Ok(())
 }
 
 /// Whether enough of `voters` can vote to commit (a strict majority).

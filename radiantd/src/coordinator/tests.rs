@@ -2,6 +2,7 @@ use std::collections::BTreeSet;
 
 use super::*;
 use crate::station::map::ClusterMap;
+use crate::station::map::Intent;
 use crate::station::map::MapChange;
 use crate::station::map::STATION;
 use crate::station::map::StationCommand;
@@ -499,4 +500,74 @@ fn a_dead_station_member_is_replaced_by_a_spare_and_never_the_bondsmith_itself()
     obs.last_seen.remove(&1);
     let planned = commits(&plan(&map, &obs));
     assert!(!planned.iter().any(|(c, _)| matches!(c, MapChange::BeginReplace { remove: 1, .. })), "{planned:?}");
+}
+
+#[test]
+fn a_draining_herald_hands_over_to_the_most_caught_up_serving_voter() {
+    let (mut map, mut obs) = order_with_two_spares();
+    let report = MembershipReport {
+        voters: [4, 5, 6].into(),
+        matched: [(5, 90), (6, 100)].into(),
+        last_log_index: 100,
+        ..Default::default()
+    };
+    obs.memberships.insert(1, report);
+    apply(&mut map, MapChange::SetIntent { id: 4, intent: Intent::Drain }, "operator");
+    assert_eq!(map.state(&map.nodes[&4]), "draining");
+    assert_eq!(herald_cmds(&plan(&map, &obs)), vec![HeraldCmd::TransferLeader(6)]);
+    // A draining voter is no target, however caught up.
+    apply(&mut map, MapChange::SetIntent { id: 6, intent: Intent::Drain }, "operator");
+    assert_eq!(herald_cmds(&plan(&map, &obs)), vec![HeraldCmd::TransferLeader(5)]);
+    // Drained nodes are no spares; undrained, they serve again.
+    apply(&mut map, MapChange::SetIntent { id: 6, intent: Intent::Serve }, "operator");
+    apply(&mut map, MapChange::SetIntent { id: 7, intent: Intent::Drain }, "operator");
+    obs.last_seen.insert(6, 5_000);
+    converge(&mut map, &obs);
+    assert_eq!(map.orders[&1].reconfig.as_ref().map(|r| r.add), Some(8), "n7 drains, n8 takes the place");
+}
+
+#[test]
+fn remove_is_refused_up_front_with_the_reason_and_otherwise_replaces_then_retires() {
+    let (mut map, mut obs) = order_with_two_spares();
+    assert_eq!(can_remove(&map, &obs, 42), Err("there is no node 42 in this cluster".into()));
+    // A spare can go at once; a member needs a spare to take its place.
+    assert_eq!(can_remove(&map, &obs, 7), Ok(()));
+    assert_eq!(can_remove(&map, &obs, 5), Ok(()));
+    for n in [7, 8] {
+        obs.last_seen.insert(n, 5_000);
+    }
+    converge(&mut map, &obs);
+    assert_eq!(can_remove(&map, &obs, 5), Err("no spare node can take n5's place in order 1; join one first".into()));
+    obs.last_seen.insert(7, 9_990);
+    obs.last_seen.insert(6, 5_000);
+    let e = can_remove(&map, &obs, 5).unwrap_err();
+    assert_eq!(e, "order 1 would lose its majority: only 1 of its 2 other members are up");
+    obs.last_seen.insert(6, 9_990);
+    converge(&mut map, &obs);
+    assert_eq!(can_remove(&map, &obs, 5), Ok(()));
+    // A station of one cannot lose its only member.
+    let mut solo = ClusterMap::default();
+    let mut solo_obs = observed(1);
+    solo_obs.bootstrap.station = vec![member(1)];
+    converge(&mut solo, &solo_obs);
+    assert!(can_remove(&solo, &solo_obs, 1).unwrap_err().contains("only member of the station"));
+
+    // Remove n5: replaced like a dead member, with no wait, then removed.
+    apply(&mut map, MapChange::SetIntent { id: 5, intent: Intent::Remove }, "operator");
+    let reasons = converge(&mut map, &obs);
+    assert_eq!(map.orders[&1].reconfig.as_ref().map(|r| (r.add, r.remove)), Some((7, 5)), "{reasons:?}");
+    let e = can_remove(&map, &obs, 4).unwrap_err();
+    assert!(e.starts_with("a change is already under way in order 1 (n7 is replacing n5)"), "{e}");
+    obs.memberships.insert(1, MembershipReport { voters: [4, 6, 7].into(), ..Default::default() });
+    let reasons = converge(&mut map, &obs);
+    assert!(reasons.iter().any(|r| r == "n5 holds no place in any group any more: removed"), "{reasons:?}");
+    assert_eq!(map.state(&map.nodes[&5]), "removed");
+    let actions = plan(&map, &obs);
+    assert!(actions.iter().any(|a| matches!(a, Action::StopServices { node, .. } if node.id == 5)), "{actions:?}");
+    // It cannot come back under its old identity; a wiped data dir is a new node.
+    let again = MapChange::Register { node: member(5), capacity: 1, incarnation: 5 };
+    let cmd = StationCommand { expected_epoch: map.epoch, at_unix_ms: 0, by: 1, change: again, reason: "t".into() };
+    assert!(matches!(map.apply(&cmd), StationResponse::Rejected { .. }));
+    apply(&mut map, MapChange::Register { node: member(5), capacity: 1, incarnation: 0x55 }, "wiped");
+    assert_eq!(map.nodes[&5].intent, Intent::Serve);
 }
