@@ -71,6 +71,26 @@ impl HeraldRpc for HeraldApi {
             Change::RemoveLearner(id) => {
                 raft.change_membership(ChangeMembers::RemoveNodes([id].into_iter().collect()), false).await.map(|_| ())
             }
+            Change::Shards(c) => {
+                use crate::order::state_machine::KvCommand;
+                let order = body.order_id;
+                let fail = |e: &dyn std::fmt::Display| Status::unavailable(format!("order {order}: {e}"));
+                // Release first: a shard moving away is fenced before anything else happens.
+                if !c.release.is_empty() {
+                    tracing::info!(order, epoch = c.epoch, "releasing shards {:?}", c.release);
+                    raft.client_write(KvCommand::Release { shards: c.release, epoch: c.epoch })
+                        .await
+                        .map_err(|e| fail(&e))?;
+                }
+                if !c.acquire.is_empty() {
+                    tracing::info!(order, epoch = c.epoch, "acquiring shards {:?}", c.acquire);
+                    raft.client_write(KvCommand::Acquire { shards: c.acquire, epoch: c.epoch })
+                        .await
+                        .map_err(|e| fail(&e))?;
+                }
+                self.node.report_now();
+                return Ok(Response::new(pb::ReconfigureResponse {}));
+            }
             Change::TransferLeader(to) => {
                 let timeout = crate::coordinator::runtime::TRANSFER_TIMEOUT;
                 crate::raft::transfer_leadership(raft, to, timeout).await.map_err(|e| {

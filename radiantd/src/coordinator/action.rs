@@ -78,6 +78,17 @@ pub enum HeraldCmd {
     /// Hand leadership to this voter, once it has matched the leader's whole log (a transfer
     /// to a lagging voter leaves the group leaderless for an election timeout).
     TransferLeader(NodeId),
+    /// Make the order's log agree with the map about which shards it serves: release these
+    /// (the fence of a handover) and acquire those, decided on the map at `epoch` (an acquire
+    /// older than a shard's last release is ignored by the order's state machine).
+    Shards {
+        /// Shards the map gives the order that its log does not serve yet.
+        acquire: Vec<u32>,
+        /// Shards its log serves that the map moves away or gives to another order.
+        release: Vec<u32>,
+        /// The map epoch of the decision.
+        epoch: u64,
+    },
 }
 
 /// What an I/O action acts on: the runtime runs one action per key at a time, and the planner
@@ -90,6 +101,8 @@ pub enum ActionKey {
     Membership(OrderId),
     /// A node as a whole.
     Node(NodeId),
+    /// Which shards an order serves.
+    Shards(OrderId),
 }
 
 impl Action {
@@ -100,6 +113,7 @@ impl Action {
             Action::StartReplica { node, order, .. } | Action::RetireReplica { node, order, .. } => {
                 Some(ActionKey::Replica(node.id, *order))
             }
+            Action::Herald { order, cmd: HeraldCmd::Shards { .. }, .. } => Some(ActionKey::Shards(*order)),
             Action::Herald { order, .. } => Some(ActionKey::Membership(*order)),
             Action::StopServices { node, .. } => Some(ActionKey::Node(node.id)),
         }
@@ -146,6 +160,10 @@ impl fmt::Display for Action {
                 write!(f, "hand the leadership of {} to node {n}", group_name(*order))
             }
             Action::StopServices { node, .. } => write!(f, "stop every service on {}", node.name),
+            Action::Herald { order, cmd: HeraldCmd::Shards { acquire, release, epoch }, .. } => write!(
+                f,
+                "order {order} releases shards {release:?} and acquires shards {acquire:?} (map epoch {epoch})"
+            ),
         }
     }
 }

@@ -529,6 +529,41 @@ fn plan_shards(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
         ));
     }
     plan_moves(map, obs, out, unassigned.is_empty() && ready);
+    plan_ownership(map, obs, out);
+}
+
+/// Each herald is told which shards its order's log must serve: the map's assignment minus the
+/// shards moving away. Decided from the herald's own report of what its log serves, so a lost
+/// command is simply decided again.
+fn plan_ownership(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    for o in map.orders.values() {
+        let (Some(report), Some(g)) = (obs.shard_reports.get(&o.id), map.group(o.id)) else { continue };
+        let Some(herald) = leader_of(map, obs, g) else { continue };
+        if obs.heralds.get(&o.id).is_none_or(|(h, _)| *h != herald.id) {
+            continue; // the report is from another leader than the map's herald
+        }
+        let assigned: BTreeSet<u32> = map
+            .shard_orders
+            .iter()
+            .enumerate()
+            .map(|(s, owner)| (s as u32, *owner))
+            .filter(|(s, owner)| *owner == o.id && !map.moving.contains_key(s))
+            .map(|(s, _)| s)
+            .collect();
+        let release: Vec<u32> = report.owned.difference(&assigned).copied().collect();
+        let acquire: Vec<u32> = assigned.difference(&report.owned).copied().collect();
+        if (release.is_empty() && acquire.is_empty()) || obs.recently(ActionKey::Shards(o.id), HERALD_RETRY_MS) {
+            continue;
+        }
+        let reason =
+            format!("order {}'s log serves {} shards, the map gives it {}", o.id, report.owned.len(), assigned.len());
+        out.push(Action::Herald {
+            order: o.id,
+            herald,
+            cmd: HeraldCmd::Shards { acquire, release, epoch: map.epoch },
+            reason,
+        });
+    }
 }
 
 /// Hands empty shards from the fullest order to the emptiest until they differ by at most one.

@@ -275,6 +275,13 @@ async fn execute(station: &Station, peers: &Peers, action: &Action) -> Result<()
                 }
                 HeraldCmd::RemoveLearner(n) => pb::reconfigure_request::Change::RemoveLearner(*n),
                 HeraldCmd::TransferLeader(n) => pb::reconfigure_request::Change::TransferLeader(*n),
+                HeraldCmd::Shards { acquire, release, epoch } => {
+                    pb::reconfigure_request::Change::Shards(pb::ShardChange {
+                        acquire: acquire.clone(),
+                        release: release.clone(),
+                        epoch: *epoch,
+                    })
+                }
             };
             let ch = peers.channel(&herald.addr).map_err(|e| e.to_string())?;
             let req = request(
@@ -302,6 +309,7 @@ async fn reconfigure_station(raft: &crate::station::state_machine::StationRaft, 
             raft.change_membership(ChangeMembers::RemoveNodes([*id].into_iter().collect()), false).await.map(|_| ())
         }
         HeraldCmd::TransferLeader(to) => return crate::raft::transfer_leadership(raft, *to, TRANSFER_TIMEOUT).await,
+        HeraldCmd::Shards { .. } => return Err("the station serves no shards".into()),
     };
     result.map_err(|e| e.to_string())
 }

@@ -571,3 +571,22 @@ fn remove_is_refused_up_front_with_the_reason_and_otherwise_replaces_then_retire
     apply(&mut map, MapChange::Register { node: member(5), capacity: 1, incarnation: 0x55 }, "wiped");
     assert_eq!(map.nodes[&5].intent, Intent::Serve);
 }
+
+#[test]
+fn heralds_are_told_which_shards_their_log_must_serve() {
+    let (mut map, mut obs) = order_with_two_spares();
+    assert_eq!(map.shard_count(1), 64);
+    // The herald's log serves nothing yet: it is told to acquire all 64 at this epoch.
+    obs.shard_reports.insert(1, ShardReport::default());
+    let cmds = herald_cmds(&plan(&map, &obs));
+    assert_eq!(cmds, vec![HeraldCmd::Shards { acquire: (0..64).collect(), release: vec![], epoch: map.epoch }]);
+    // Serving them all: nothing to say; a shard moving away is released, never acquired.
+    obs.shard_reports.insert(1, ShardReport { owned: (0..64).collect(), nonempty: BTreeSet::new() });
+    assert!(herald_cmds(&plan(&map, &obs)).is_empty());
+    map.moving.insert(63, 2);
+    let cmds = herald_cmds(&plan(&map, &obs));
+    assert_eq!(cmds, vec![HeraldCmd::Shards { acquire: vec![], release: vec![63], epoch: map.epoch }]);
+    // A report from a node that is not the map's herald is no basis for a command.
+    obs.heralds.insert(1, (5, 9));
+    assert!(herald_cmds(&plan(&map, &obs)).iter().all(|c| !matches!(c, HeraldCmd::Shards { .. })));
+}

@@ -5,12 +5,10 @@ pub mod state_machine;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use openraft::BasicNode;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
-use tokio_util::sync::CancellationToken;
 
 use crate::identity::NodeId;
 use crate::node::NodeContext;
@@ -93,8 +91,6 @@ pub async fn run(node: Arc<NodeContext>, spec: OrderSpec, svc: ServiceCtx) -> Re
         }
     }
     node.report_now();
-    let stop = svc.cancel.child_token();
-    let keeper = tokio::spawn(keep_shards(node.clone(), replica.clone(), stop.clone()));
 
     let mut metrics = raft.metrics();
     let mut was_herald = replica.is_herald();
@@ -118,65 +114,8 @@ pub async fn run(node: Arc<NodeContext>, spec: OrderSpec, svc: ServiceCtx) -> Re
             }
         }
     };
-    stop.cancel();
-    let _ = keeper.await;
     node.set_order(order, None);
     node.registry.unregister(order);
     let _ = raft.shutdown().await;
     result
-}
-
-/// The cluster map read through this node's own Station service, which answers it
-/// linearizably from the bondsmith: a herald must not act on a map older than one it (or a
-/// previous herald) already acted on.
-async fn linearizable_map(node: &NodeContext) -> Option<radiant_proto::ClusterMap> {
-    let ch = node.peers.channel(&node.config.advertise).ok()?;
-    let mut req = tonic::Request::new(radiant_proto::GetMapRequest {});
-    req.set_timeout(Duration::from_secs(2));
-    radiant_proto::station_client::StationClient::new(ch).get_map(req).await.ok().map(|r| r.into_inner())
-}
-
-/// While this replica is the herald, makes the order's log agree with the map about which
-/// shards it serves: release the shards the map moves away (the fence of a handover), acquire
-/// the ones the map gives it.
-async fn keep_shards(node: Arc<NodeContext>, replica: Arc<OrderReplica>, stop: CancellationToken) {
-    use std::collections::BTreeSet;
-
-    use state_machine::KvCommand;
-    loop {
-        if replica.is_herald()
-            && let Some(map) = linearizable_map(&node).await
-        {
-            let order = replica.order;
-            let assigned: BTreeSet<u32> = map
-                .shard_orders
-                .iter()
-                .enumerate()
-                .map(|(s, o)| (s as u32, *o))
-                .filter(|(s, o)| *o == order && !map.moving.contains_key(s))
-                .map(|(s, _)| s)
-                .collect();
-            let owned = replica.sm.owned().unwrap_or_default();
-            let release: Vec<u32> = owned.difference(&assigned).copied().collect();
-            let acquire: Vec<u32> = assigned.difference(&owned).copied().collect();
-            let mut changed = false;
-            if !release.is_empty() {
-                tracing::info!(order, epoch = map.epoch, "releasing shards {release:?}");
-                changed |=
-                    replica.raft.client_write(KvCommand::Release { shards: release, epoch: map.epoch }).await.is_ok();
-            }
-            if !acquire.is_empty() {
-                tracing::info!(order, epoch = map.epoch, "acquiring shards {acquire:?}");
-                changed |=
-                    replica.raft.client_write(KvCommand::Acquire { shards: acquire, epoch: map.epoch }).await.is_ok();
-            }
-            if changed {
-                node.report_now();
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
 }
