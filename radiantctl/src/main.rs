@@ -155,6 +155,18 @@ enum Command {
         /// Show at most this many recent entries (0: all).
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print the chain of entries that explains one subject's present state.
+        #[arg(long, requires = "subject")]
+        explain: bool,
+        /// With --explain: a node (name, id or address).
+        #[arg(long, group = "subject", requires = "explain")]
+        node: Option<String>,
+        /// With --explain: an order (0 is the station).
+        #[arg(long, group = "subject", requires = "explain")]
+        order: Option<u64>,
+        /// With --explain: a shard.
+        #[arg(long, group = "subject", requires = "explain")]
+        shard: Option<u32>,
     },
     /// Run a local cluster on loopback.
     #[command(args_conflicts_with_subcommands = true)]
@@ -236,7 +248,10 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             cmd::intent::run(&endpoint, cli.output, &node, cmd::intent::Ask::Remove, wait).await?
         }
         Command::Set { name, value } => cmd::settings::set(&endpoint, cli.output, &name, &value).await?,
-        Command::Events { limit } => cmd::show::events(&endpoint, cli.output, limit).await?,
+        Command::Events { limit, explain, node, order, shard } => {
+            let explain = explain.then_some(cmd::show::Explain { node, order, shard });
+            cmd::show::events(&endpoint, cli.output, limit, explain).await?
+        }
         Command::Demo { action: Some(DemoAction::Down { dir }), .. } => cmd::demo::down(&dir)?,
         Command::Demo { action: None, nodes, station, dir, detach } => {
             let args = cmd::demo::DemoArgs { nodes, station, dir, detach };

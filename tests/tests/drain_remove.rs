@@ -51,7 +51,9 @@ fn drain_moves_leadership_under_load_and_remove_replaces_then_retires_or_is_refu
                             acked.fetch_add(1, Ordering::Relaxed);
                             worst.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
                         }
-                        Err(ClientError::Unknown(_)) => drop(unknown.fetch_add(1, Ordering::Relaxed)),
+                        Err(ClientError::Unknown(_)) => {
+                            unknown.fetch_add(1, Ordering::Relaxed);
+                        }
                         Err(e) => {
                             tracing::warn!("write failed: {e}");
                             failed.fetch_add(1, Ordering::Relaxed);

@@ -74,6 +74,19 @@ fn dead_members_are_replaced_and_the_replacements_hold_every_acknowledged_write(
     }
     assert!(reasons.iter().any(|r| r.contains("caught up with order 1")), "{reasons:?}");
     assert!(reasons.iter().any(|r| r.contains("operator: radiantctl set replace_after_ms 500")), "{reasons:?}");
+
+    tracing::info!("--- events --explain tells why {} is where it is", original[0]);
+    let chain = c.ctl_ok(&["events", "--explain", "--node", &original[0]]);
+    let kinds: Vec<&str> = chain.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["register", "form_order", "mark_down", "begin_replace", "complete_replace"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    let order = c.ctl_ok(&["events", "--explain", "--order", "1"]);
+    let kinds: Vec<&str> = order.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in ["start_replica", "add_learner", "set_voters", "complete_replace"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert!(order.as_array().unwrap().iter().all(|e| e["orders"].as_array().unwrap().contains(&1.into())), "{order}");
 }
 
 #[test]

@@ -206,10 +206,33 @@ fn utc(ms: u64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02}:{s:02}.{:03}", ms % 1000)
 }
 
-/// `radiantctl events`.
-pub async fn events(endpoint: &str, output: Output, limit: u32) -> Result<()> {
+/// What `events --explain` is asked about.
+#[derive(Debug, Clone, Default)]
+pub struct Explain {
+    /// A node: name, id or address.
+    pub node: Option<String>,
+    /// An order (0: the station).
+    pub order: Option<u64>,
+    /// A shard.
+    pub shard: Option<u32>,
+}
+
+/// `radiantctl events [--explain --node N | --order K | --shard S]`.
+pub async fn events(endpoint: &str, output: Output, limit: u32, explain: Option<Explain>) -> Result<()> {
+    let about = match &explain {
+        None => None,
+        Some(Explain { node: Some(n), .. }) => {
+            let m = client::get_map(&[endpoint.to_string()]).await?;
+            Some(pb::events_request::About::Node(crate::cmd::intent::resolve(&m, n)?.id))
+        }
+        Some(Explain { order: Some(o), .. }) => Some(pb::events_request::About::Order(*o)),
+        Some(Explain { shard: Some(s), .. }) => Some(pb::events_request::About::Shard(*s)),
+        Some(_) => return Err(CtlError::Usage("--explain needs --node, --order or --shard".into())),
+    };
+    // An explanation is the whole chain, not the last few entries.
+    let limit = if about.is_some() { 0 } else { limit };
     let resp = client::station(endpoint)?
-        .events(pb::EventsRequest { after_epoch: 0, limit })
+        .events(pb::EventsRequest { after_epoch: 0, limit, about })
         .await
         .map_err(|s| CtlError::from_status(endpoint, s))?
         .into_inner();
@@ -218,10 +241,16 @@ pub async fn events(endpoint: &str, output: Output, limit: u32) -> Result<()> {
             resp.entries
                 .iter()
                 .map(|e| json!({
+                    "seq": e.seq,
                     "epoch": e.epoch,
                     "at_unix_ms": e.at_unix_ms,
+                    "kind": e.kind,
                     "action": e.action,
                     "reason": e.reason,
+                    "outcome": e.outcome,
+                    "nodes": e.nodes.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+                    "orders": e.orders,
+                    "shards": e.shards,
                     "bondsmith": e.bondsmith.to_string(),
                 }))
                 .collect::<Vec<_>>()

@@ -21,6 +21,7 @@ use crate::coordinator::Observed;
 use crate::node::NodeContext;
 use crate::spec::member_to_proto;
 use crate::station::Station;
+use crate::station::journal::Filter;
 use crate::station::map::ClusterMap;
 use crate::station::map::Intent;
 use crate::station::map::MapChange;
@@ -311,19 +312,31 @@ impl StationRpc for StationApi {
                 self.forward(targets, hops, body, |mut c, r| async move { c.events(r).await }).await
             }
             Route::Local(station) => {
-                let map = Self::linearizable_map(&station).await?;
-                let limit = if body.limit == 0 { usize::MAX } else { body.limit as usize };
-                let matching: Vec<_> = map.journal.iter().filter(|e| e.epoch > body.after_epoch).collect();
-                let skip = matching.len().saturating_sub(limit);
-                let entries = matching
+                // Linearizable: the entries of every change committed before this request.
+                Self::linearizable_map(&station).await?;
+                let filter = match body.about {
+                    None => Filter::All,
+                    Some(pb::events_request::About::Node(n)) => Filter::Node(n),
+                    Some(pb::events_request::About::Order(o)) => Filter::Order(o),
+                    Some(pb::events_request::About::Shard(s)) => Filter::Shard(s),
+                };
+                let entries = station
+                    .view
+                    .journal(&filter, body.after_epoch, body.limit as usize)
+                    .map_err(|e| Status::internal(format!("reading the journal: {e}")))?
                     .into_iter()
-                    .skip(skip)
                     .map(|e| pb::JournalEntry {
                         epoch: e.epoch,
                         at_unix_ms: e.at_unix_ms,
-                        action: e.action.clone(),
-                        reason: e.reason.clone(),
+                        action: e.action,
+                        reason: e.reason,
                         bondsmith: e.bondsmith,
+                        seq: e.seq,
+                        kind: e.kind,
+                        outcome: e.outcome,
+                        nodes: e.subjects.nodes.into_iter().collect(),
+                        orders: e.subjects.orders.into_iter().collect(),
+                        shards: e.subjects.shards.into_iter().collect(),
                     })
                     .collect();
                 Ok(Response::new(pb::EventsResponse { entries }))

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::identity::NodeId;
+use crate::station::journal::Subjects;
 use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
 use crate::station::map::OrderId;
@@ -117,6 +118,53 @@ impl Action {
             Action::Herald { order, .. } => Some(ActionKey::Membership(*order)),
             Action::StopServices { node, .. } => Some(ActionKey::Node(node.id)),
         }
+    }
+
+    /// A stable name for the journal's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Commit { change, .. } => change.kind(),
+            Action::StartReplica { .. } => "start_replica",
+            Action::RetireReplica { .. } => "retire_replica",
+            Action::StopServices { .. } => "stop_services",
+            Action::Herald { cmd: HeraldCmd::AddLearner(_), .. } => "add_learner",
+            Action::Herald { cmd: HeraldCmd::SetVoters(_), .. } => "set_voters",
+            Action::Herald { cmd: HeraldCmd::RemoveLearner(_), .. } => "remove_learner",
+            Action::Herald { cmd: HeraldCmd::TransferLeader(_), .. } => "transfer_leader",
+            Action::Herald { cmd: HeraldCmd::Shards { .. }, .. } => "serve_shards",
+        }
+    }
+
+    /// The nodes, orders and shards the action concerns, for the journal.
+    pub fn subjects(&self) -> Subjects {
+        let mut s = Subjects::default();
+        match self {
+            Action::Commit { change, .. } => return change.subjects(),
+            Action::StartReplica { node, order, .. } | Action::RetireReplica { node, order, .. } => {
+                s.nodes.insert(node.id);
+                s.orders.insert(*order);
+            }
+            Action::StopServices { node, .. } => {
+                s.nodes.insert(node.id);
+            }
+            Action::Herald { order, herald, cmd, .. } => {
+                s.orders.insert(*order);
+                s.nodes.insert(herald.id);
+                match cmd {
+                    HeraldCmd::AddLearner(n) => {
+                        s.nodes.insert(n.id);
+                    }
+                    HeraldCmd::SetVoters(v) => s.nodes.extend(v.iter().copied()),
+                    HeraldCmd::RemoveLearner(n) | HeraldCmd::TransferLeader(n) => {
+                        s.nodes.insert(*n);
+                    }
+                    HeraldCmd::Shards { acquire, release, .. } => {
+                        s.shards.extend(acquire.iter().chain(release).copied())
+                    }
+                }
+            }
+        }
+        s
     }
 
     /// Why the action was decided.

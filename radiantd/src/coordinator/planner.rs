@@ -365,7 +365,7 @@ fn plan_replacement_step(map: &ClusterMap, obs: &Observed, g: Group<'_>, r: &Rec
     let target: BTreeSet<NodeId> = g.members.iter().copied().filter(|m| *m != r.remove).chain([r.add]).collect();
     if report.is_some_and(|m| m.voters == target && !m.joint) {
         out.push(commit(
-            MapChange::CompleteReplace { order: g.id },
+            MapChange::CompleteReplace { order: g.id, add: r.add, remove: r.remove },
             format!("{group}'s group runs with {add} in place of {remove}"),
         ));
         return;
@@ -374,7 +374,7 @@ fn plan_replacement_step(map: &ClusterMap, obs: &Observed, g: Group<'_>, r: &Rec
     if !promoted {
         if settled(map, obs) && !alive(map, obs, r.add) {
             out.push(commit(
-                MapChange::AbortReplace { order: g.id },
+                MapChange::AbortReplace { order: g.id, add: r.add, remove: r.remove },
                 format!("{add} went down before it caught up with {group}"),
             ));
             return;
@@ -385,7 +385,7 @@ fn plan_replacement_step(map: &ClusterMap, obs: &Observed, g: Group<'_>, r: &Rec
             .is_some_and(|(_, since)| obs.now_ms.saturating_sub(*since) >= CATCHUP_STALL_MS);
         if stalled {
             out.push(commit(
-                MapChange::AbortReplace { order: g.id },
+                MapChange::AbortReplace { order: g.id, add: r.add, remove: r.remove },
                 format!("{add} made no progress catching up with {group} for {CATCHUP_STALL_MS} ms"),
             ));
             return;

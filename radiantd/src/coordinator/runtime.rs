@@ -145,7 +145,12 @@ async fn propose(station: &Station, expected_epoch: u64, change: MapChange, reas
 /// Journals an I/O action's decision or outcome (best effort: a bondsmith that lost its
 /// leadership cannot, and its successor decides again).
 async fn record(station: &Station, action: &Action, outcome: String) {
-    let change = MapChange::Record { action: action.to_string(), outcome };
+    let change = MapChange::Record {
+        kind: action.kind().to_string(),
+        action: action.to_string(),
+        outcome,
+        subjects: action.subjects(),
+    };
     let _ = propose(station, 0, change, action.reason().to_string()).await;
 }
 

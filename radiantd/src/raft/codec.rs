@@ -15,3 +15,45 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, std::io::Erro
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, std::io::Error> {
     postcard::from_bytes(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
+
+/// The format version of records stored on disk (station state and journal, log entries).
+/// Bump it when a stored type changes shape, and teach [`decode_stored`] to read the old one,
+/// so that a release reads the data dirs of the release before it.
+pub const STORED_VERSION: u8 = 1;
+
+/// Encodes a record for disk: one version byte, then the postcard encoding.
+pub fn encode_stored<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, std::io::Error> {
+    let mut out = vec![STORED_VERSION];
+    out.extend(encode(value)?);
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode_stored`]; a record of an unknown version is an
+/// `InvalidData` error naming both versions, not a garbled decode.
+pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, std::io::Error> {
+    match bytes.split_first() {
+        Some((&STORED_VERSION, rest)) => decode(rest),
+        Some((v, _)) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("stored record has format version {v}; this radiantd reads version {STORED_VERSION}"),
+        )),
+        None => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "empty stored record")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_records_carry_their_format_version() {
+        let bytes = encode_stored(&(7u32, "x".to_string())).unwrap();
+        assert_eq!(bytes[0], STORED_VERSION);
+        assert_eq!(decode_stored::<(u32, String)>(&bytes).unwrap(), (7, "x".to_string()));
+        let mut future = bytes.clone();
+        future[0] = STORED_VERSION + 1;
+        let e = decode_stored::<(u32, String)>(&future).unwrap_err().to_string();
+        assert!(e.contains("format version 2"), "{e}");
+        assert!(decode_stored::<u32>(&[]).is_err());
+    }
+}

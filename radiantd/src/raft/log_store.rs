@@ -87,7 +87,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let table = txn.open_table(META).map_err(io_err)?;
         match table.get((self.group, key)).map_err(io_err)? {
-            Some(v) => Ok(Some(codec::decode(v.value())?)),
+            Some(v) => Ok(Some(codec::decode_stored(v.value())?)),
             None => Ok(None),
         }
     }
@@ -109,7 +109,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
     }
 
     async fn put_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> io::Result<()> {
-        let bytes = codec::encode(value)?;
+        let bytes = codec::encode_stored(value)?;
         self.write(move |txn, group| {
             txn.open_table(META)?.insert((group, key), bytes.as_slice())?;
             Ok(())
@@ -145,7 +145,7 @@ where
         let mut out = Vec::new();
         for item in table.range((self.group, start)..=(self.group, end)).map_err(io_err)? {
             let (_, v) = item.map_err(io_err)?;
-            out.push(codec::decode::<C::Entry>(v.value())?);
+            out.push(codec::decode_stored::<C::Entry>(v.value())?);
         }
         Ok(out)
     }
@@ -170,7 +170,7 @@ where
             match range.next_back() {
                 Some(item) => {
                     let (_, v) = item.map_err(io_err)?;
-                    Some(codec::decode::<C::Entry>(v.value())?.log_id())
+                    Some(codec::decode_stored::<C::Entry>(v.value())?.log_id())
                 }
                 None => None,
             }
@@ -201,7 +201,7 @@ where
     {
         let mut rows = Vec::new();
         for e in entries {
-            rows.push((e.index(), codec::encode(&e)?));
+            rows.push((e.index(), codec::encode_stored(&e)?));
         }
         let started = std::time::Instant::now();
         let res = self
@@ -239,7 +239,7 @@ where
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
-        let bytes = codec::encode(&log_id)?;
+        let bytes = codec::encode_stored(&log_id)?;
         let upto = log_id.index();
         self.write(move |txn, group| {
             txn.open_table(META)?.insert((group, PURGED), bytes.as_slice())?;

@@ -13,11 +13,9 @@ use std::fmt;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::journal::Subjects;
 use super::settings::Settings;
 use crate::identity::NodeId;
-
-/// The journal keeps this many most recent entries.
-pub const JOURNAL_CAP: usize = 10_000;
 
 /// A node as the station knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,21 +105,6 @@ pub struct Reconfig {
     pub since_epoch: u64,
 }
 
-/// One recovery action, as journaled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JournalEntry {
-    /// Epoch the change produced.
-    pub epoch: u64,
-    /// Wall-clock time the bondsmith planned it.
-    pub at_unix_ms: u64,
-    /// What changed.
-    pub action: String,
-    /// Why.
-    pub reason: String,
-    /// Which bondsmith decided it.
-    pub bondsmith: NodeId,
-}
-
 /// A Raft group's membership as the map plans it: an order's, or the station's.
 #[derive(Debug, Clone, Copy)]
 pub struct Group<'a> {
@@ -158,8 +141,6 @@ pub struct ClusterMap {
     pub station: Vec<NodeId>,
     /// Every registered node.
     pub nodes: BTreeMap<NodeId, NodeRecord>,
-    /// Recent recovery actions, oldest first.
-    pub journal: Vec<JournalEntry>,
     /// The orders.
     pub orders: BTreeMap<OrderId, OrderRecord>,
     /// `shard_orders[s]` serves shard `s`; 0 means not assigned.
@@ -288,15 +269,24 @@ pub enum MapChange {
         /// The member it replaces.
         remove: NodeId,
     },
-    /// The order's Raft group runs with the spare in place of the member: the map follows.
+    /// The group runs with the spare in place of the member: the map follows. Names the
+    /// replacement it completes, and applies only to that one.
     CompleteReplace {
-        /// The order.
+        /// The order, or [`STATION`].
         order: OrderId,
+        /// The spare.
+        add: NodeId,
+        /// The member it replaced.
+        remove: NodeId,
     },
     /// The replacement is abandoned (the spare died or never caught up); members unchanged.
     AbortReplace {
-        /// The order.
+        /// The order, or [`STATION`].
         order: OrderId,
+        /// The spare.
+        add: NodeId,
+        /// The member it was to replace.
+        remove: NodeId,
     },
     /// Sets an operator's intent for a node (drain, undrain, remove, or removed when its
     /// memberships are all given away).
@@ -310,10 +300,14 @@ pub enum MapChange {
     /// command to a herald) with its outcome. Applied at any epoch and leaves the epoch as
     /// it is: the action was decided on an earlier map and only its record is added.
     Record {
+        /// The action's kind (`start_replica`, `retire_replica`, ...).
+        kind: String,
         /// What was done.
         action: String,
         /// How it went.
         outcome: String,
+        /// What it concerns.
+        subjects: Subjects,
     },
 }
 
@@ -354,9 +348,13 @@ impl fmt::Display for MapChange {
             MapChange::BeginReplace { order, add, remove } => {
                 write!(f, "begin replacing node {remove} by node {add} in {}", group_name(*order))
             }
-            MapChange::CompleteReplace { order } => write!(f, "complete the replacement in {}", group_name(*order)),
-            MapChange::AbortReplace { order } => write!(f, "abandon the replacement in {}", group_name(*order)),
-            MapChange::Record { action, outcome } => write!(f, "{action}: {outcome}"),
+            MapChange::CompleteReplace { order, add, remove } => {
+                write!(f, "node {add} replaced node {remove} in {}", group_name(*order))
+            }
+            MapChange::AbortReplace { order, add, remove } => {
+                write!(f, "abandon replacing node {remove} by node {add} in {}", group_name(*order))
+            }
+            MapChange::Record { action, outcome, .. } => write!(f, "{action}: {outcome}"),
             MapChange::SetIntent { id, intent } => write!(
                 f,
                 "node {id}: {}",
@@ -368,6 +366,84 @@ impl fmt::Display for MapChange {
                 }
             ),
         }
+    }
+}
+
+impl MapChange {
+    /// A stable name for the journal's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MapChange::Init { .. } => "init",
+            MapChange::SetBondsmith { .. } => "set_bondsmith",
+            MapChange::Register { .. } => "register",
+            MapChange::MarkDown { .. } => "mark_down",
+            MapChange::MarkUp { .. } => "mark_up",
+            MapChange::FormOrder { .. } => "form_order",
+            MapChange::SetHerald { .. } => "set_herald",
+            MapChange::AssignShards { .. } => "assign_shards",
+            MapChange::BeginMove { .. } => "begin_move",
+            MapChange::CompleteMove { .. } => "complete_move",
+            MapChange::CancelMove { .. } => "cancel_move",
+            MapChange::Set { .. } => "set",
+            MapChange::BeginReplace { .. } => "begin_replace",
+            MapChange::CompleteReplace { .. } => "complete_replace",
+            MapChange::AbortReplace { .. } => "abort_replace",
+            MapChange::Record { .. } => "record",
+            MapChange::SetIntent { .. } => "set_intent",
+        }
+    }
+
+    /// The nodes, orders and shards the change concerns, for the journal.
+    pub fn subjects(&self) -> Subjects {
+        let mut s = Subjects::default();
+        match self {
+            MapChange::Init { station, .. } => {
+                s.nodes.extend(station.iter().map(|m| m.id));
+                s.orders.insert(STATION);
+            }
+            MapChange::SetBondsmith { id } => {
+                s.nodes.insert(*id);
+                s.orders.insert(STATION);
+            }
+            MapChange::Register { node, .. } => {
+                s.nodes.insert(node.id);
+            }
+            MapChange::MarkDown { id } | MapChange::MarkUp { id } | MapChange::SetIntent { id, .. } => {
+                s.nodes.insert(*id);
+            }
+            MapChange::FormOrder { id, members } => {
+                s.nodes.extend(members.iter().copied());
+                s.orders.insert(*id);
+            }
+            MapChange::SetHerald { order, node, .. } => {
+                s.nodes.insert(*node);
+                s.orders.insert(*order);
+            }
+            MapChange::AssignShards { assignments } => {
+                for (shard, order) in assignments {
+                    s.shards.insert(*shard);
+                    s.orders.insert(*order);
+                }
+            }
+            MapChange::BeginMove { shard, to } => {
+                s.shards.insert(*shard);
+                s.orders.insert(*to);
+            }
+            MapChange::CompleteMove { shard } | MapChange::CancelMove { shard } => {
+                s.shards.insert(*shard);
+            }
+            MapChange::Set { .. } => {}
+            MapChange::BeginReplace { order, add, remove } => {
+                s.nodes.extend([*add, *remove]);
+                s.orders.insert(*order);
+            }
+            MapChange::CompleteReplace { order, add, remove } | MapChange::AbortReplace { order, add, remove } => {
+                s.nodes.extend([*add, *remove]);
+                s.orders.insert(*order);
+            }
+            MapChange::Record { subjects, .. } => s = subjects.clone(),
+        }
+        s
     }
 }
 
@@ -415,10 +491,10 @@ pub enum StationResponse {
 }
 
 impl ClusterMap {
-    /// Applies one command deterministically (every replica reaches the same map).
+    /// Applies one command deterministically (every replica reaches the same map). What is
+    /// `Applied` goes to the journal (the state machine writes it beside the map).
     pub fn apply(&mut self, cmd: &StationCommand) -> StationResponse {
         if let MapChange::Record { .. } = &cmd.change {
-            self.journal_push(self.epoch, cmd);
             return StationResponse::Applied { epoch: self.epoch };
         }
         if cmd.expected_epoch != self.epoch {
@@ -428,22 +504,7 @@ impl ClusterMap {
             return StationResponse::Rejected { reason };
         }
         self.epoch += 1;
-        self.journal_push(self.epoch, cmd);
         StationResponse::Applied { epoch: self.epoch }
-    }
-
-    fn journal_push(&mut self, epoch: u64, cmd: &StationCommand) {
-        self.journal.push(JournalEntry {
-            epoch,
-            at_unix_ms: cmd.at_unix_ms,
-            action: cmd.change.to_string(),
-            reason: cmd.reason.clone(),
-            bondsmith: cmd.by,
-        });
-        if self.journal.len() > JOURNAL_CAP {
-            let excess = self.journal.len() - JOURNAL_CAP;
-            self.journal.drain(..excess);
-        }
     }
 
     fn apply_change(&mut self, change: &MapChange) -> Result<(), String> {
@@ -614,10 +675,12 @@ impl ClusterMap {
                 }
                 *g.reconfig = Some(Reconfig { add: *add, remove: *remove, since_epoch: epoch });
             }
-            MapChange::CompleteReplace { order } => {
+            MapChange::CompleteReplace { order, add, remove } => {
                 let incarnation = |map: &ClusterMap, id: NodeId| map.nodes.get(&id).map_or(0, |n| n.incarnation);
                 let r = self.group_mut(*order)?.reconfig.clone();
-                let r = r.ok_or_else(|| format!("{} has no replacement under way", group_name(*order)))?;
+                let r = r
+                    .filter(|r| r.add == *add && r.remove == *remove)
+                    .ok_or_else(|| format!("{} is not replacing node {remove} by node {add}", group_name(*order)))?;
                 let add_incarnation = incarnation(self, r.add);
                 let g = self.group_mut(*order)?;
                 *g.reconfig = None;
@@ -632,9 +695,12 @@ impl ClusterMap {
                     }
                 }
             }
-            MapChange::AbortReplace { order } => {
+            MapChange::AbortReplace { order, add, remove } => {
                 let g = self.group_mut(*order)?;
-                g.reconfig.take().ok_or_else(|| format!("{} has no replacement under way", group_name(*order)))?;
+                if !g.reconfig.as_ref().is_some_and(|r| r.add == *add && r.remove == *remove) {
+                    return Err(format!("{} is not replacing node {remove} by node {add}", group_name(*order)));
+                }
+                *g.reconfig = None;
             }
             MapChange::Record { .. } => {}
             MapChange::SetIntent { id, intent } => {
@@ -774,8 +840,6 @@ mod tests {
         let reg = MapChange::Register { node: member(9), capacity: 5, incarnation: 1 };
         assert_eq!(map.apply(&cmd(1, reg)), StationResponse::Applied { epoch: 2 });
         assert_eq!(map.state(&map.nodes[&9]), "spare");
-        assert_eq!(map.journal.len(), 2);
-        assert_eq!(map.journal[1].reason, "test");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The station: a replica of the controller's Raft group. Its leader is the bondsmith and runs
 //! the recovery coordinator; when leadership moves, the coordinator moves with it.
 
+pub mod journal;
 pub mod map;
 pub mod settings;
 pub mod state_machine;

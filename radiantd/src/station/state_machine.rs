@@ -21,11 +21,15 @@ use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
 use redb::Database;
 use redb::ReadableDatabase;
+use redb::ReadableTable;
 use redb::TableDefinition;
 use serde::Deserialize;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use super::journal::Filter;
+use super::journal::JOURNAL_CAP;
+use super::journal::JournalEntry;
 use super::map::ClusterMap;
 use super::map::StationCommand;
 use super::map::StationResponse;
@@ -42,6 +46,8 @@ openraft::declare_raft_types!(
 pub type StationRaft = openraft::Raft<StationConfig, StationStateMachine>;
 
 const STATION_SM: TableDefinition<&str, &[u8]> = TableDefinition::new("station_sm");
+/// The journal, by sequence number; each value a stored (versioned) [`JournalEntry`].
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("station_journal");
 const STATE: &str = "state";
 const SNAPSHOT: &str = "snapshot";
 
@@ -54,6 +60,8 @@ pub struct SmState {
     pub last_membership: StoredMembershipOf<StationConfig>,
     /// The map.
     pub map: ClusterMap,
+    /// Sequence number of the last journal entry written.
+    pub journal_seq: u64,
 }
 
 /// A snapshot as stored.
@@ -70,6 +78,7 @@ struct StoredSnapshot {
 pub struct MapView {
     state: Arc<RwLock<SmState>>,
     epoch: watch::Receiver<u64>,
+    db: Arc<Database>,
 }
 
 impl MapView {
@@ -87,6 +96,42 @@ impl MapView {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.epoch.clone()
     }
+
+    /// Journal entries after `after_epoch` that match `filter`, oldest first, at most the
+    /// `limit` most recent (0: all).
+    pub fn journal(&self, filter: &Filter, after_epoch: u64, limit: usize) -> io::Result<Vec<JournalEntry>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let table = match txn.open_table(JOURNAL) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+            Err(e) => return Err(io_err(e)),
+        };
+        let mut out = Vec::new();
+        for item in table.iter().map_err(io_err)? {
+            let (_, v) = item.map_err(io_err)?;
+            let e: JournalEntry = codec::decode_stored(v.value())?;
+            if e.epoch > after_epoch && e.concerns(filter) {
+                out.push(e);
+            }
+        }
+        if limit > 0 && out.len() > limit {
+            out.drain(..out.len() - limit);
+        }
+        Ok(out)
+    }
+}
+
+/// Writes journal entries and drops those older than the cap, in the caller's transaction.
+fn write_journal(txn: &redb::WriteTransaction, entries: &[JournalEntry], last_seq: u64) -> io::Result<()> {
+    let mut t = txn.open_table(JOURNAL).map_err(io_err)?;
+    for e in entries {
+        t.insert(e.seq, codec::encode_stored(e)?.as_slice()).map_err(io_err)?;
+    }
+    if last_seq > JOURNAL_CAP {
+        let keep_from = last_seq - JOURNAL_CAP + 1;
+        t.retain_in(..keep_from, |_, _| false).map_err(io_err)?;
+    }
+    Ok(())
 }
 
 /// The station's state machine.
@@ -106,6 +151,7 @@ impl StationStateMachine {
     pub fn purge(db: &Database) -> io::Result<()> {
         let txn = db.begin_write().map_err(io_err)?;
         txn.delete_table(STATION_SM).map_err(io_err)?;
+        txn.delete_table(JOURNAL).map_err(io_err)?;
         txn.commit().map_err(io_err)
     }
 
@@ -114,31 +160,51 @@ impl StationStateMachine {
         {
             let txn = db.begin_write().map_err(io_err)?;
             txn.open_table(STATION_SM).map_err(io_err)?;
+            txn.open_table(JOURNAL).map_err(io_err)?;
             txn.commit().map_err(io_err)?;
         }
         let state: SmState = {
             let txn = db.begin_read().map_err(io_err)?;
             let table = txn.open_table(STATION_SM).map_err(io_err)?;
-            match redb::ReadableTable::get(&table, STATE).map_err(io_err)? {
-                Some(v) => codec::decode(v.value())?,
+            match table.get(STATE).map_err(io_err)? {
+                Some(v) => codec::decode_stored(v.value())?,
                 None => SmState::default(),
             }
         };
         let (tx, rx) = watch::channel(state.map.epoch);
         let state = Arc::new(RwLock::new(state));
-        let view = MapView { state: state.clone(), epoch: rx };
+        let view = MapView { state: state.clone(), epoch: rx, db: db.clone() };
         Ok((Self { db, state, epoch_tx: Arc::new(tx) }, view))
     }
 
     async fn put(&self, key: &'static str, bytes: Vec<u8>) -> io::Result<()> {
+        self.write(move |txn| {
+            txn.open_table(STATION_SM).map_err(io_err)?.insert(key, bytes.as_slice()).map_err(io_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let txn = db.begin_write().map_err(io_err)?;
-            txn.open_table(STATION_SM).map_err(io_err)?.insert(key, bytes.as_slice()).map_err(io_err)?;
+            f(&txn)?;
             txn.commit().map_err(io_err)
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    fn all_journal(&self) -> io::Result<Vec<JournalEntry>> {
+        MapView { state: self.state.clone(), epoch: self.epoch_tx.subscribe(), db: self.db.clone() }.journal(
+            &Filter::All,
+            0,
+            0,
+        )
     }
 
     fn get(&self, key: &str) -> io::Result<Option<Vec<u8>>> {
@@ -163,11 +229,15 @@ impl RaftSnapshotBuilder<StationConfig> for StationStateMachine {
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<StationConfig, Vec<u8>>, io::Error> {
         let state = self.snapshot_state();
-        let data = codec::encode(&state.map)?;
+        // The journal goes with the map: a member that catches up from a snapshot has the
+        // history too. (Entries are written in the same transaction as the state, so the two
+        // read here agree as of the last applied batch.)
+        let journal = self.all_journal()?;
+        let data = codec::encode_stored(&(&state.map, state.journal_seq, &journal))?;
         let meta =
             SnapshotMetaOf::<StationConfig> { last_log_id: state.last_applied, last_membership: state.last_membership };
         let stored = StoredSnapshot { meta: meta.clone(), data: data.clone() };
-        self.put(SNAPSHOT, codec::encode(&stored)?).await?;
+        self.put(SNAPSHOT, codec::encode_stored(&stored)?).await?;
         Ok(SnapshotOf::<StationConfig, Vec<u8>> { meta, snapshot: data })
     }
 }
@@ -189,11 +259,19 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
     {
         let mut next = self.snapshot_state();
         let mut replies = Vec::new();
+        let mut journaled = Vec::new();
         while let Some((entry, responder)) = entries.try_next().await? {
             next.last_applied = Some(entry.log_id);
             let resp = match &entry.payload {
                 EntryPayload::Blank => StationResponse::Nothing,
-                EntryPayload::Normal(cmd) => next.map.apply(cmd),
+                EntryPayload::Normal(cmd) => {
+                    let resp = next.map.apply(cmd);
+                    if let StationResponse::Applied { epoch } = resp {
+                        next.journal_seq += 1;
+                        journaled.push(JournalEntry::of(next.journal_seq, epoch, cmd));
+                    }
+                    resp
+                }
                 EntryPayload::Membership(m) => {
                     next.last_membership = StoredMembershipOf::<StationConfig>::new(Some(entry.log_id), m.clone());
                     StationResponse::Nothing
@@ -203,7 +281,12 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
                 replies.push((r, resp));
             }
         }
-        self.put(STATE, codec::encode(&next)?).await?;
+        let (bytes, last_seq) = (codec::encode_stored(&next)?, next.journal_seq);
+        self.write(move |txn| {
+            txn.open_table(STATION_SM).map_err(io_err)?.insert(STATE, bytes.as_slice()).map_err(io_err)?;
+            write_journal(txn, &journaled, last_seq)
+        })
+        .await?;
         self.replace_state(next);
         for (r, resp) in replies {
             r.send(resp);
@@ -220,11 +303,20 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
         meta: &SnapshotMetaOf<StationConfig>,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let map: ClusterMap = codec::decode(&snapshot)?;
-        let next = SmState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), map };
-        let stored = StoredSnapshot { meta: meta.clone(), data: snapshot };
-        self.put(SNAPSHOT, codec::encode(&stored)?).await?;
-        self.put(STATE, codec::encode(&next)?).await?;
+        let (map, journal_seq, journal): (ClusterMap, u64, Vec<JournalEntry>) = codec::decode_stored(&snapshot)?;
+        let next =
+            SmState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), map, journal_seq };
+        let stored = codec::encode_stored(&StoredSnapshot { meta: meta.clone(), data: snapshot })?;
+        let state = codec::encode_stored(&next)?;
+        self.write(move |txn| {
+            txn.delete_table(JOURNAL).map_err(io_err)?;
+            write_journal(txn, &journal, journal_seq)?;
+            let mut t = txn.open_table(STATION_SM).map_err(io_err)?;
+            t.insert(SNAPSHOT, stored.as_slice()).map_err(io_err)?;
+            t.insert(STATE, state.as_slice()).map_err(io_err)?;
+            Ok(())
+        })
+        .await?;
         self.replace_state(next);
         Ok(())
     }
@@ -232,7 +324,7 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<StationConfig, Vec<u8>>>, io::Error> {
         match self.get(SNAPSHOT)? {
             Some(bytes) => {
-                let s: StoredSnapshot = codec::decode(&bytes)?;
+                let s: StoredSnapshot = codec::decode_stored(&bytes)?;
                 Ok(Some(SnapshotOf::<StationConfig, Vec<u8>> { meta: s.meta, snapshot: s.data }))
             }
             None => Ok(None),
