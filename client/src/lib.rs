@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prost::Message;
 use radiant_proto as pb;
 use radiant_proto::kv_client::KvClient;
 use radiant_proto::station_client::StationClient;
@@ -149,8 +148,12 @@ impl Client {
                     lock(&self.inner.heralds).clear();
                     return Ok(m);
                 }
-                // A node outside any cluster will not become part of one by retrying.
-                Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+                // A node outside any cluster, or of another one, will not change by retrying.
+                Err(s)
+                    if pb::ErrorDetail::of(&s).is_some_and(|d| {
+                        matches!(d.error_code(), pb::ErrorCode::NotInCluster | pb::ErrorCode::ClusterMismatch)
+                    }) =>
+                {
                     last = ClientError::Failed(format!("{seed}: {}", s.message()))
                 }
                 Err(s) => last = ClientError::Unavailable(format!("{seed}: {}", s.message())),
@@ -238,26 +241,31 @@ impl Client {
         }
     }
 
+    /// Decides what a failed call means, by the typed code the daemon attached (never by its
+    /// message text), and for transport failures by whether the request certainly never left.
     fn classify<T>(&self, s: tonic::Status, order: u64, addr: &str, write: bool) -> Result<Attempt<T>> {
-        match s.code() {
-            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+        let detail = pb::ErrorDetail::of(&s);
+        let code = detail.as_ref().map_or(pb::ErrorCode::Unspecified, |d| d.error_code());
+        match (s.code(), code) {
+            (tonic::Code::InvalidArgument | tonic::Code::OutOfRange, _) => {
                 Err(ClientError::Invalid(s.message().to_string()))
             }
-            tonic::Code::FailedPrecondition => {
-                if let Ok(r) = pb::KvRedirect::decode(s.details()) {
-                    if r.herald_addr.is_empty() {
-                        lock(&self.inner.heralds).remove(&r.order_id);
-                        return Ok(Attempt::Retry(None, s.message().to_string()));
-                    }
-                    lock(&self.inner.heralds).insert(r.order_id, r.herald_addr.clone());
-                    if r.order_id != order {
-                        // The shard is served by another order than our map says: refresh it.
-                        return Ok(Attempt::Retry(None, s.message().to_string()));
-                    }
-                    return Ok(Attempt::Retry(Some(r.herald_addr), s.message().to_string()));
+            (_, pb::ErrorCode::NotHerald | pb::ErrorCode::HandingOver) => {
+                let r = detail.and_then(|d| d.redirect).unwrap_or_default();
+                if r.herald_addr.is_empty() {
+                    lock(&self.inner.heralds).remove(&r.order_id);
+                    return Ok(Attempt::Retry(None, s.message().to_string()));
                 }
-                Err(ClientError::Failed(format!("{addr}: {}", s.message())))
+                lock(&self.inner.heralds).insert(r.order_id, r.herald_addr.clone());
+                if r.order_id != order {
+                    // The shard is served by another order than our map says: refresh it.
+                    return Ok(Attempt::Retry(None, s.message().to_string()));
+                }
+                Ok(Attempt::Retry(Some(r.herald_addr), s.message().to_string()))
             }
+            (_, pb::ErrorCode::OutcomeUnknown) => Err(ClientError::Unknown(format!("{addr}: {}", s.message()))),
+            (_, pb::ErrorCode::NotInCluster | pb::ErrorCode::ClusterMismatch)
+            | (tonic::Code::FailedPrecondition, _) => Err(ClientError::Failed(format!("{addr}: {}", s.message()))),
             _ if !write || not_sent(&s) => {
                 lock(&self.inner.heralds).remove(&order);
                 if not_sent(&s) {

@@ -6,26 +6,29 @@
 
 tonic::include_proto!("radiant.v1");
 
-impl ServiceSpec {
-    /// The supervisor's name for the service this spec describes.
-    pub fn service_name(&self) -> &'static str {
-        match &self.kind {
-            Some(service_spec::Kind::Station(_)) => "station",
-            Some(service_spec::Kind::PhoneHome(_)) => "phone-home",
-            Some(service_spec::Kind::OrderReplica(_)) => "order-replica",
-            None => "unknown",
-        }
+impl ErrorDetail {
+    /// A status whose details carry this error's code (and redirect), so that the receiver
+    /// decides by code.
+    pub fn status(self, code: tonic::Code, message: impl Into<String>) -> tonic::Status {
+        use prost::Message;
+        tonic::Status::with_details(code, message, self.encode_to_vec().into())
     }
 
-    /// The cluster the service belongs to.
-    pub fn cluster_id(&self) -> Option<&str> {
-        match &self.kind {
-            Some(service_spec::Kind::Station(s)) => Some(&s.cluster_id),
-            Some(service_spec::Kind::PhoneHome(p)) => Some(&p.cluster_id),
-            Some(service_spec::Kind::OrderReplica(o)) => Some(&o.cluster_id),
-            None => None,
-        }
+    /// The typed detail a status carries, if the daemon put one there.
+    pub fn of(status: &tonic::Status) -> Option<ErrorDetail> {
+        use prost::Message;
+        ErrorDetail::decode(status.details()).ok().filter(|d| d.code != ErrorCode::Unspecified as i32)
     }
+
+    /// Its code, or `Unspecified`.
+    pub fn error_code(&self) -> ErrorCode {
+        ErrorCode::try_from(self.code).unwrap_or(ErrorCode::Unspecified)
+    }
+}
+
+/// A refusal with a code and no redirect.
+pub fn refusal(error: ErrorCode, code: tonic::Code, message: impl Into<String>) -> tonic::Status {
+    ErrorDetail { code: error as i32, redirect: None }.status(code, message)
 }
 
 pub mod shard;

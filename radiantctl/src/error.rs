@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use radiant_proto as pb;
+
 /// Exit codes.
 pub mod code {
     /// Any failure not listed below.
@@ -14,6 +16,8 @@ pub mod code {
     pub const UNAVAILABLE: u8 = 4;
     /// The cluster refused the request as invalid.
     pub const INVALID: u8 = 5;
+    /// A write was sent but its outcome is unknown: it may or may not have been applied.
+    pub const OUTCOME_UNKNOWN: u8 = 6;
     /// Interrupted by Ctrl-C (128 + SIGINT, as shells report it).
     pub const INTERRUPTED: u8 = 130;
 }
@@ -36,6 +40,9 @@ pub enum CtlError {
     /// Ctrl-C.
     #[error("{0}")]
     Interrupted(String),
+    /// A write whose outcome is unknown.
+    #[error("{0}")]
+    OutcomeUnknown(String),
     /// The key (or thing) asked for does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -53,6 +60,7 @@ impl CtlError {
             CtlError::Unavailable(_) => code::UNAVAILABLE,
             CtlError::Invalid(_) => code::INVALID,
             CtlError::Interrupted(_) => code::INTERRUPTED,
+            CtlError::OutcomeUnknown(_) => code::OUTCOME_UNKNOWN,
             CtlError::Failed(_) | CtlError::NotFound(_) => code::FAILURE,
         })
     }
@@ -68,7 +76,9 @@ impl CtlError {
                     CtlError::Unavailable(msg)
                 }
             }
-            tonic::Code::FailedPrecondition if is_mismatch(s.message()) => CtlError::ClusterMismatch(msg),
+            _ if pb::ErrorDetail::of(&s).is_some_and(|d| d.error_code() == pb::ErrorCode::ClusterMismatch) => {
+                CtlError::ClusterMismatch(msg)
+            }
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => CtlError::Invalid(msg),
             _ => CtlError::Failed(msg),
         }
@@ -77,8 +87,3 @@ impl CtlError {
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, CtlError>;
-
-/// Whether a server message reports a node of another cluster (the daemon's wording).
-fn is_mismatch(message: &str) -> bool {
-    message.contains("cluster id mismatch") || message.contains("belongs to cluster")
-}

@@ -156,12 +156,20 @@ impl NodeContext {
     pub fn no_route_status(&self) -> tonic::Status {
         let member = self.cluster_id.read().unwrap_or_else(|p| p.into_inner()).is_some();
         if !self.is_ready() || member {
-            tonic::Status::unavailable(format!("node {} is starting its services; retry", self.config.advertise))
+            pb::refusal(
+                pb::ErrorCode::Retry,
+                tonic::Code::Unavailable,
+                format!("node {} is starting its services; retry", self.config.advertise),
+            )
         } else {
-            tonic::Status::failed_precondition(format!(
-                "node {} is not part of a cluster yet: run `radiantctl bootstrap` or `radiantctl join`",
-                self.config.advertise
-            ))
+            pb::refusal(
+                pb::ErrorCode::NotInCluster,
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "node {} is not part of a cluster yet: run `radiantctl bootstrap` or `radiantctl join`",
+                    self.config.advertise
+                ),
+            )
         }
     }
 

@@ -22,7 +22,7 @@ fn err(e: ClientError) -> CtlError {
     match e {
         ClientError::Invalid(m) => CtlError::Invalid(m),
         ClientError::Unavailable(m) => CtlError::Unavailable(m),
-        e @ ClientError::Unknown(_) => CtlError::Failed(e.to_string()),
+        e @ ClientError::Unknown(_) => CtlError::OutcomeUnknown(e.to_string()),
         ClientError::Failed(m) => CtlError::Failed(m),
     }
 }

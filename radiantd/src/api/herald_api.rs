@@ -41,10 +41,14 @@ impl HeraldRpc for HeraldApi {
             .order(body.order_id)
             .ok_or_else(|| Status::failed_precondition(format!("order {} runs no replica here", body.order_id)))?;
         if body.cluster_id != replica.spec.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "cluster id mismatch: the request is for cluster {}, order {} here belongs to cluster {}",
-                body.cluster_id, body.order_id, replica.spec.cluster_id
-            )));
+            return Err(pb::refusal(
+                pb::ErrorCode::ClusterMismatch,
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "cluster id mismatch: the request is for cluster {}, order {} here belongs to cluster {}",
+                    body.cluster_id, body.order_id, replica.spec.cluster_id
+                ),
+            ));
         }
         if !replica.is_herald() {
             return Err(Status::failed_precondition(format!("this node is not order {}'s herald", body.order_id)));

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use openraft::ReadPolicy;
 use openraft::error::ClientWriteError;
 use openraft::error::RaftError;
-use prost::Message;
 use radiant_proto as pb;
 use radiant_proto::kv_server::Kv;
 use tonic::Request;
@@ -45,8 +44,9 @@ fn redirect(order: OrderId, herald_addr: String, epoch: u64) -> Status {
         "" => format!("not the herald of order {order}; its herald is not known yet, retry"),
         a => format!("not the herald of order {order}; its herald is at {a}"),
     };
-    let details = pb::KvRedirect { order_id: order, herald_addr, epoch }.encode_to_vec();
-    Status::with_details(tonic::Code::FailedPrecondition, msg, details.into())
+    let redirect = pb::KvRedirect { order_id: order, herald_addr, epoch };
+    pb::ErrorDetail { code: pb::ErrorCode::NotHerald as i32, redirect: Some(redirect) }
+        .status(tonic::Code::FailedPrecondition, msg)
 }
 
 impl KvApi {
@@ -182,18 +182,21 @@ fn write_failure(order: OrderId, epoch: u64, e: RaftError<OrderConfig, ClientWri
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
             redirect(order, f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default(), epoch)
         }
-        e => Status::unavailable(format!("order {order}: write outcome unknown: {e}")),
+        e => pb::refusal(
+            pb::ErrorCode::OutcomeUnknown,
+            tonic::Code::Unavailable,
+            format!("order {order}: write outcome unknown: {e}"),
+        ),
     }
 }
 
 /// The order does not serve the shard right now (it has not acquired it yet, or released it
 /// for a handover): nothing was applied, so the client refreshes its map and retries.
 fn handing_over(t: &Target) -> Status {
-    let details = pb::KvRedirect { order_id: t.order, herald_addr: String::new(), epoch: t.map.epoch }.encode_to_vec();
-    Status::with_details(
+    let redirect = pb::KvRedirect { order_id: t.order, herald_addr: String::new(), epoch: t.map.epoch };
+    pb::ErrorDetail { code: pb::ErrorCode::HandingOver as i32, redirect: Some(redirect) }.status(
         tonic::Code::FailedPrecondition,
         format!("shard {} is being handed over to or from order {}; retry", t.shard, t.order),
-        details.into(),
     )
 }
 
@@ -268,13 +271,15 @@ mod tests {
         let forward = ForwardToLeader::<OrderConfig>::new(7, BasicNode::new("10.0.0.7:7400"));
         let s = write_failure(3, 9, RaftError::APIError(ClientWriteError::ForwardToLeader(forward.clone())));
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
-        let r = pb::KvRedirect::decode(s.details()).unwrap();
+        let d = pb::ErrorDetail::of(&s).unwrap();
+        assert_eq!(d.error_code(), pb::ErrorCode::NotHerald);
+        let r = d.redirect.unwrap();
         assert_eq!((r.order_id, r.herald_addr.as_str(), r.epoch), (3, "10.0.0.7:7400", 9));
 
         // Appended, then discarded by a new leader: it may have committed. Never a redirect.
         let s = write_failure(3, 9, RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward)));
         assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert_eq!(pb::ErrorDetail::of(&s).map(|d| d.error_code()), Some(pb::ErrorCode::OutcomeUnknown));
         assert!(s.message().contains("write outcome unknown"), "{}", s.message());
-        assert!(pb::KvRedirect::decode(s.details()).map_or(true, |r| r.herald_addr.is_empty()));
     }
 }

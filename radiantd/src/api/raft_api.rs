@@ -32,18 +32,23 @@ impl RaftApi {
         // A message meant for another node (an address now used by someone else) must not
         // reach this node's groups: openraft would take it as coming from a member.
         if req.to != self.node.id {
-            return Err(Status::permission_denied(format!(
-                "raft message from node {} for node {}; this is node {}",
-                req.from, req.to, self.node.id
-            )));
+            return Err(pb::refusal(
+                pb::ErrorCode::ClusterMismatch,
+                tonic::Code::PermissionDenied,
+                format!("raft message from node {} for node {}; this is node {}", req.from, req.to, self.node.id),
+            ));
         }
         let group = self.node.registry.get(req.group).map_err(|e| Status::unavailable(e.to_string()))?;
         // A node of another cluster must never vote in or append to ours (order ids repeat).
         if group.cluster_id != req.cluster_id {
-            return Err(Status::permission_denied(format!(
-                "raft message from node {} of cluster {}; group {} here is in cluster {}",
-                req.from, req.cluster_id, req.group, group.cluster_id
-            )));
+            return Err(pb::refusal(
+                pb::ErrorCode::ClusterMismatch,
+                tonic::Code::PermissionDenied,
+                format!(
+                    "raft message from node {} of cluster {}; group {} here is in cluster {}",
+                    req.from, req.cluster_id, req.group, group.cluster_id
+                ),
+            ));
         }
         match group.handler.handle(method, req.payload).await {
             Ok(payload) => Ok(Response::new(pb::RaftReply { payload })),

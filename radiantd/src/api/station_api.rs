@@ -106,10 +106,14 @@ impl StationApi {
 
     fn check_cluster(station: &Station, cluster_id: &str, who: &str) -> Result<(), Status> {
         if cluster_id != station.spec.cluster_id {
-            return Err(Status::failed_precondition(format!(
-                "cluster id mismatch: {who} belongs to cluster {cluster_id}, this station runs cluster {}",
-                station.spec.cluster_id
-            )));
+            return Err(pb::refusal(
+                pb::ErrorCode::ClusterMismatch,
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "cluster id mismatch: {who} belongs to cluster {cluster_id}, this station runs cluster {}",
+                    station.spec.cluster_id
+                ),
+            ));
         }
         Ok(())
     }

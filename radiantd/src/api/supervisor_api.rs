@@ -40,7 +40,9 @@ impl SupervisorApi {
 
 fn status_of(e: SupervisorError) -> Status {
     match e {
-        SupervisorError::ClusterMismatch { .. } => Status::failed_precondition(e.to_string()),
+        SupervisorError::ClusterMismatch { .. } => {
+            pb::refusal(pb::ErrorCode::ClusterMismatch, tonic::Code::FailedPrecondition, e.to_string())
+        }
         SupervisorError::Conflict { .. } => Status::already_exists(e.to_string()),
         SupervisorError::Persist(_) => Status::internal(e.to_string()),
     }
@@ -90,10 +92,14 @@ impl SupervisorRpc for SupervisorApi {
         if let Some(mine) = self.supervisor.cluster_id()
             && mine != body.cluster_id
         {
-            return Err(Status::failed_precondition(format!(
-                "cluster id mismatch: the request is for cluster {}, node {} belongs to cluster {mine}",
-                body.cluster_id, self.node.config.advertise
-            )));
+            return Err(pb::refusal(
+                pb::ErrorCode::ClusterMismatch,
+                tonic::Code::FailedPrecondition,
+                format!(
+                    "cluster id mismatch: the request is for cluster {}, node {} belongs to cluster {mine}",
+                    body.cluster_id, self.node.config.advertise
+                ),
+            ));
         }
         let station = order == crate::raft::STATION_GROUP;
         let runs_it = self.supervisor.list().iter().any(|s| match &s.spec {
