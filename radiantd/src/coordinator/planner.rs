@@ -78,6 +78,7 @@ pub fn plan(map: &ClusterMap, obs: &Observed) -> Vec<Action> {
     plan_liveness(map, obs, &mut out);
     plan_orders(map, obs, &mut out);
     plan_leadership(map, obs, &mut out);
+    plan_spread(map, obs, &mut out);
     plan_replacements(map, obs, &mut out);
     plan_removals(map, obs, &mut out);
     plan_replicas(map, obs, &mut out);
@@ -235,6 +236,49 @@ fn plan_leadership(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
                 leader.name,
                 group_name(g.id),
                 name_of(map, to)
+            ),
+        });
+    }
+}
+
+/// Leaderships spread over the nodes: once things settle (every node up, no change under way),
+/// a node that leads two groups (the station and an order) hands the order to one of its
+/// members that leads nothing, so one node's failure costs one election, not two.
+fn plan_spread(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
+    let calm = settled(map, obs)
+        && map.nodes.values().all(|n| n.up || n.intent == Intent::Removed)
+        && map.groups().all(|g| g.reconfig.is_none());
+    if !calm {
+        return;
+    }
+    let leaders: Vec<(OrderId, NodeId)> =
+        map.groups().filter_map(|g| leader_of(map, obs, g).map(|l| (g.id, l.id))).collect();
+    let leads = |n: NodeId| leaders.iter().filter(|(_, l)| *l == n).count();
+    for o in map.orders.values() {
+        let Some(g) = map.group(o.id) else { continue };
+        let Some(herald) = leader_of(map, obs, g) else { continue };
+        if leads(herald.id) < 2 || obs.recently(ActionKey::Membership(o.id), HERALD_RETRY_MS) {
+            continue;
+        }
+        let Some(report) = obs.memberships.get(&o.id).filter(|r| !r.joint) else { continue };
+        let target = report
+            .voters
+            .iter()
+            .copied()
+            .filter(|v| leads(*v) == 0 && live_member(map, obs, g, *v) && !leads_nothing(map, *v))
+            .filter(|v| caught_up(report, *v))
+            .max_by_key(|v| (report.matched.get(v).copied().unwrap_or(0), std::cmp::Reverse(*v)));
+        let Some(to) = target else { continue };
+        out.push(Action::Herald {
+            order: o.id,
+            herald: herald.clone(),
+            cmd: HeraldCmd::TransferLeader(to),
+            reason: format!(
+                "{} leads {} groups while {} leads none: it hands order {} over",
+                herald.name,
+                leads(herald.id),
+                name_of(map, to),
+                o.id
             ),
         });
     }

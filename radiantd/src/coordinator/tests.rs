@@ -590,3 +590,37 @@ fn heralds_are_told_which_shards_their_log_must_serve() {
     obs.heralds.insert(1, (5, 9));
     assert!(herald_cmds(&plan(&map, &obs)).iter().all(|c| !matches!(c, HeraldCmd::Shards { .. })));
 }
+
+#[test]
+fn a_node_leading_the_station_and_an_order_hands_the_order_to_a_member_that_leads_nothing() {
+    // Stations members 1..3 joined too: order 1 = {1, 2, 3}; the bondsmith (1) also leads it.
+    let mut map = ClusterMap::default();
+    let mut obs = observed(1);
+    converge(&mut map, &obs);
+    for id in 1..=3 {
+        obs.announced.insert(id, Announce { node: member(id), capacity: 1, incarnation: id });
+        obs.last_seen.insert(id, 9_900);
+    }
+    converge(&mut map, &obs);
+    assert_eq!(map.orders[&1].members, vec![1, 2, 3]);
+    obs.heralds.insert(1, (1, 1));
+    converge(&mut map, &obs);
+    let report = MembershipReport {
+        voters: [1, 2, 3].into(),
+        matched: [(2, 40), (3, 50)].into(),
+        last_log_index: 50,
+        ..Default::default()
+    };
+    obs.memberships.insert(1, report.clone());
+    assert_eq!(herald_cmds(&plan(&map, &obs)), vec![HeraldCmd::TransferLeader(3)]);
+    // Not while a node is down or a change is under way.
+    obs.last_seen.insert(2, 5_000);
+    converge(&mut map, &obs);
+    assert!(herald_cmds(&plan(&map, &obs)).iter().all(|c| !matches!(c, HeraldCmd::TransferLeader(_))));
+    // Once another node leads the order, nothing to do.
+    obs.last_seen.insert(2, 9_990);
+    converge(&mut map, &obs);
+    obs.heralds.insert(1, (3, 2));
+    converge(&mut map, &obs);
+    assert!(herald_cmds(&plan(&map, &obs)).is_empty());
+}

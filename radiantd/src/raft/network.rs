@@ -44,6 +44,9 @@ use super::codec;
 use super::registry::RaftMethod;
 use crate::identity::NodeId;
 
+/// The slowest transfer rate a large Raft message is given time for.
+const MIN_TRANSFER_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
+
 /// A pool of lazily connected channels, keyed by peer address, shared by every group and by
 /// the station's forwarding.
 #[derive(Clone, Default)]
@@ -138,6 +141,10 @@ impl<C: RaftTypeConfig> Connection<C> {
     {
         let client = self.client.as_mut().map_err(|e| CallError::Unreachable(e.clone()))?;
         let payload = codec::encode(req).map_err(|e| CallError::Network(e.to_string()))?;
+        // openraft's deadline suits heartbeats and small batches; an append that carries
+        // megabytes (up to max_payload_entries large values) must not time out on a busy
+        // machine, or a follower, or a learner catching up, never gets there.
+        let ttl = ttl + Duration::from_secs_f64(payload.len() as f64 / MIN_TRANSFER_BYTES_PER_SEC);
         let mut request = tonic::Request::new(RaftRequest {
             cluster_id: self.cluster_id.clone(),
             group: self.group,
