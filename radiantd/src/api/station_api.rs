@@ -249,7 +249,8 @@ impl StationRpc for StationApi {
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {}", body.addr))?;
                 let known = station.heartbeat(&body);
-                Ok(Response::new(pb::HeartbeatResponse { epoch: station.view.with(|m| m.epoch), known }))
+                let (epoch, snapshot_rate_mib) = station.view.with(|m| (m.epoch, m.settings.snapshot_rate_mib));
+                Ok(Response::new(pb::HeartbeatResponse { epoch, known, snapshot_rate_mib }))
             }
         }
     }
