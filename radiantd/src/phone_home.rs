@@ -122,5 +122,6 @@ async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resu
     let mut req = tonic::Request::new(node.heartbeat_request(&spec.cluster_id));
     req.set_timeout(node.config.timing.liveness_interval() * 2);
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();
+    node.peers.snapshot_rate().set_rate_mib(resp.snapshot_rate_mib);
     Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch, station: resp.station } } else { Reply::Unknown })
 }

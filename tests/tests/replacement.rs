@@ -96,7 +96,7 @@ fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
     c.bootstrap(&[0]);
     let list = c.ctl_ok(&["settings"]);
     let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace"]);
+    assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace", "snapshot_rate_mib"]);
     assert!(list.as_array().unwrap().iter().all(|s| s["value"] == s["default"] && s["meaning"] != ""), "{list}");
     let epoch = c.ctl_ok(&["status"])["epoch"].as_u64().unwrap();
 

@@ -2,15 +2,21 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use radiant_proto as pb;
 use radiant_proto::raft_transport_server::RaftTransport;
+use radiant_proto::snapshot_chunk::Kind;
 use tonic::Request;
 use tonic::Response;
 use tonic::Status;
+use tonic::Streaming;
 
 use crate::node::NodeContext;
+use crate::raft::GroupId;
 use crate::raft::registry::RaftMethod;
+use crate::raft::registry::Registered;
 use crate::raft::registry::TransportError;
+use crate::raft::snapshot_stream::Incoming;
 
 /// The Raft transport's gRPC face.
 pub struct RaftApi {
@@ -23,39 +29,62 @@ impl RaftApi {
         Self { node }
     }
 
+    /// The group a message addresses, once the message is known to be for this node and from
+    /// a node of the group's cluster.
+    fn group(&self, cluster_id: &str, group: GroupId, from: u64, to: u64) -> Result<Registered, Status> {
+        // A message meant for another node (an address now used by someone else) must not
+        // reach this node's groups: openraft would take it as coming from a member.
+        if to != self.node.id {
+            return Err(pb::refusal(
+                pb::ErrorCode::ClusterMismatch,
+                tonic::Code::PermissionDenied,
+                format!("raft message from node {from} for node {to}; this is node {}", self.node.id),
+            ));
+        }
+        let registered = self.node.registry.get(group).map_err(|e| Status::unavailable(e.to_string()))?;
+        // A node of another cluster must never vote in or append to ours (order ids repeat).
+        if registered.cluster_id != cluster_id {
+            return Err(pb::refusal(
+                pb::ErrorCode::ClusterMismatch,
+                tonic::Code::PermissionDenied,
+                format!(
+                    "raft message from node {from} of cluster {cluster_id}; group {group} here is in cluster {}",
+                    registered.cluster_id
+                ),
+            ));
+        }
+        Ok(registered)
+    }
+
     async fn dispatch(
         &self,
         method: RaftMethod,
         req: Request<pb::RaftRequest>,
     ) -> Result<Response<pb::RaftReply>, Status> {
         let req = req.into_inner();
-        // A message meant for another node (an address now used by someone else) must not
-        // reach this node's groups: openraft would take it as coming from a member.
-        if req.to != self.node.id {
-            return Err(pb::refusal(
-                pb::ErrorCode::ClusterMismatch,
-                tonic::Code::PermissionDenied,
-                format!("raft message from node {} for node {}; this is node {}", req.from, req.to, self.node.id),
-            ));
-        }
-        let group = self.node.registry.get(req.group).map_err(|e| Status::unavailable(e.to_string()))?;
-        // A node of another cluster must never vote in or append to ours (order ids repeat).
-        if group.cluster_id != req.cluster_id {
-            return Err(pb::refusal(
-                pb::ErrorCode::ClusterMismatch,
-                tonic::Code::PermissionDenied,
-                format!(
-                    "raft message from node {} of cluster {}; group {} here is in cluster {}",
-                    req.from, req.cluster_id, req.group, group.cluster_id
-                ),
-            ));
-        }
-        match group.handler.handle(method, req.payload).await {
-            Ok(payload) => Ok(Response::new(pb::RaftReply { payload })),
-            Err(e @ TransportError::BadPayload(_)) => Err(Status::invalid_argument(e.to_string())),
-            Err(e) => Err(Status::unavailable(e.to_string())),
-        }
+        let group = self.group(&req.cluster_id, req.group, req.from, req.to)?;
+        reply(group.handler.handle(method, req.payload).await)
     }
+}
+
+fn reply(r: Result<Vec<u8>, TransportError>) -> Result<Response<pb::RaftReply>, Status> {
+    match r {
+        Ok(payload) => Ok(Response::new(pb::RaftReply { payload })),
+        Err(e @ (TransportError::BadPayload(_) | TransportError::BadSnapshot(_))) => {
+            Err(Status::invalid_argument(e.to_string()))
+        }
+        Err(e) => Err(Status::unavailable(e.to_string())),
+    }
+}
+
+/// The messages after a snapshot stream's head, as the group handler takes them.
+fn incoming(stream: Streaming<pb::SnapshotChunk>) -> impl futures::Stream<Item = Result<Incoming, TransportError>> {
+    stream.map(|m| match m {
+        Ok(pb::SnapshotChunk { kind: Some(Kind::Data(data)) }) => Ok(Incoming::Data(data)),
+        Ok(pb::SnapshotChunk { kind: Some(Kind::Trailer(t)) }) => Ok(Incoming::End { len: t.len, crc32: t.crc32 }),
+        Ok(_) => Err(TransportError::BadSnapshot("a second head, or an empty message".into())),
+        Err(status) => Err(TransportError::BadSnapshot(format!("stream broke: {}", status.message()))),
+    })
 }
 
 #[tonic::async_trait]
@@ -69,8 +98,22 @@ impl RaftTransport for RaftApi {
     async fn append(&self, req: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
         self.dispatch(RaftMethod::Append, req).await
     }
-    async fn snapshot(&self, req: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
-        self.dispatch(RaftMethod::Snapshot, req).await
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RaftReply>, Status> {
+        let mut stream = req.into_inner();
+        let head = match stream.message().await? {
+            Some(pb::SnapshotChunk { kind: Some(Kind::Head(head)) }) => head,
+            _ => return Err(Status::invalid_argument("a snapshot stream must start with its head")),
+        };
+        let group = self.group(&head.cluster_id, head.group, head.from, head.to)?;
+        tracing::info!(group = head.group, from = head.from, bytes = head.len, "receiving a snapshot");
+        let r = group.handler.install_snapshot(head.payload, head.len, incoming(stream).boxed()).await;
+        if let Err(e) = &r {
+            tracing::warn!(group = head.group, from = head.from, "snapshot not installed: {e}");
+        }
+        reply(r)
     }
     async fn transfer_leader(&self, req: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
         self.dispatch(RaftMethod::TransferLeader, req).await

@@ -289,10 +289,11 @@ impl StationRpc for StationApi {
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {}", body.addr))?;
                 let known = station.heartbeat(&body);
-                let (epoch, station_addrs) = station.view.with(|m| {
-                    (m.epoch, m.station.iter().filter_map(|id| m.nodes.get(id)).map(|n| n.addr.clone()).collect())
+                let (epoch, station_addrs, snapshot_rate_mib) = station.view.with(|m| {
+                    let addrs = m.station.iter().filter_map(|id| m.nodes.get(id)).map(|n| n.addr.clone()).collect();
+                    (m.epoch, addrs, m.settings.snapshot_rate_mib)
                 });
-                Ok(Response::new(pb::HeartbeatResponse { epoch, known, station: station_addrs }))
+                Ok(Response::new(pb::HeartbeatResponse { epoch, known, station: station_addrs, snapshot_rate_mib }))
             }
         }
     }

@@ -115,12 +115,13 @@ impl SupervisorRpc for SupervisorApi {
             return Err(Status::unavailable(format!("the replica of group {order} is still stopping; retry")));
         }
         let db = self.node.db.clone();
+        let data_dir = self.node.config.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             crate::raft::log_store::purge_group(&db, order).map_err(|e| e.to_string())?;
             if station {
                 crate::station::state_machine::StationStateMachine::purge(&db).map_err(|e| e.to_string())
             } else {
-                crate::order::state_machine::KvStateMachine::purge(&db, order).map_err(|e| e.to_string())
+                crate::order::state_machine::KvStateMachine::purge(&db, &data_dir, order).map_err(|e| e.to_string())
             }
         })
         .await

@@ -1,6 +1,8 @@
 //! An order replica: one member of an order's Raft group, serving its shards' data.
 //! Its leader is the order's herald; it tells the bondsmith at once when leadership moves.
 
+pub mod snapshot_file;
+pub mod snapshot_format;
 pub mod state_machine;
 
 use std::collections::BTreeMap;
@@ -14,6 +16,7 @@ use crate::identity::NodeId;
 use crate::node::NodeContext;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
+use crate::raft::registry::RaftGroup;
 use crate::spec::OrderSpec;
 use crate::station::map::OrderId;
 use crate::supervisor::ServiceCtx;
@@ -74,13 +77,15 @@ pub async fn run(node: Arc<NodeContext>, spec: OrderSpec, svc: ServiceCtx) -> Re
     let me = node.id;
     let config = crate::raft::openraft_config(&format!("{}-o{order}", spec.cluster_id), &node.config.timing)
         .map_err(|e| fail("config", &e))?;
-    let sm = KvStateMachine::open(node.db.clone(), order).map_err(|e| fail("open state machine", &e))?;
+    let sm = KvStateMachine::open(node.db.clone(), order, &node.config.data_dir)
+        .map_err(|e| fail("open state machine", &e))?;
     let log = LogStore::new(node.db.clone(), order);
     let network = NetworkFactory::new(node.peers.clone(), order, spec.cluster_id.clone(), me);
     let raft =
         OrderRaft::new(me, Arc::new(config), network, log, sm.clone()).await.map_err(|e| fail("start raft", &e))?;
     let replica = Arc::new(OrderReplica { order, raft: raft.clone(), sm, spec: spec.clone(), me });
-    node.registry.register(order, &spec.cluster_id, Arc::new(raft.clone()));
+    let group = RaftGroup::new(raft.clone(), replica.sm.snapshot_dir().clone());
+    node.registry.register(order, &spec.cluster_id, Arc::new(group));
     node.set_order(order, Some(replica.clone()));
 
     if spec.initialize && !raft.is_initialized().await.map_err(|e| fail("read state", &e))? {

@@ -7,7 +7,9 @@
 pub mod codec;
 pub mod log_store;
 pub mod network;
+pub mod rate;
 pub mod registry;
+pub mod snapshot_stream;
 
 use std::time::Duration;
 
@@ -90,6 +92,8 @@ pub fn openraft_config(cluster: &str, timing: &Timing) -> Result<openraft::Confi
         // openraft's leader lease equals election_timeout_max: a follower refuses votes until
         // it expires. A narrow window keeps failover short without making elections collide.
         election_timeout_max: election * 3 / 2,
+        // For snapshots this is an idle limit (network.rs: a chunk not taken, a reply not
+        // come), never a bound on a whole transfer, which for a large order takes minutes.
         install_snapshot_timeout: Duration::from_secs(10).as_millis() as u64,
         enable_pre_vote: Some(true),
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_logs),

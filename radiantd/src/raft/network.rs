@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::BasicNode;
 use openraft::OptionalSend;
 use openraft::RaftNetworkFactory;
@@ -33,28 +34,41 @@ use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 use radiant_proto::RaftRequest;
+use radiant_proto::SnapshotChunk;
 use radiant_proto::raft_transport_client::RaftTransportClient;
+use radiant_proto::snapshot_chunk::Kind;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::transport::Endpoint;
 
 use super::GroupId;
 use super::codec;
+use super::rate::RateLimiter;
 use super::registry::RaftMethod;
+use super::snapshot_stream::CHUNK_BYTES;
+use super::snapshot_stream::StreamedSnapshot;
 use crate::identity::NodeId;
 
 /// The slowest transfer rate a large Raft message is given time for.
 const MIN_TRANSFER_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
 
 /// A pool of lazily connected channels, keyed by peer address, shared by every group and by
-/// the station's forwarding.
+/// the station's forwarding; with the node's one bandwidth limit for snapshot sends.
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    snapshot_rate: Arc<RateLimiter>,
 }
 
 impl Peers {
+    /// The limit every snapshot this node sends goes through, whatever its group.
+    pub fn snapshot_rate(&self) -> &Arc<RateLimiter> {
+        &self.snapshot_rate
+    }
+
     /// The channel to `addr` (`host:port`), created on first use. Never blocks on connecting.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
@@ -77,27 +91,28 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
         .keep_alive_while_idle(true))
 }
 
-/// Creates connections for one group.
-pub struct NetworkFactory<C> {
+/// Creates connections for one group, whose snapshots are `SD`.
+pub struct NetworkFactory<C, SD> {
     peers: Peers,
     group: GroupId,
     cluster_id: String,
     me: NodeId,
-    _c: PhantomData<fn() -> C>,
+    _c: PhantomData<fn() -> (C, SD)>,
 }
 
-impl<C> NetworkFactory<C> {
+impl<C, SD> NetworkFactory<C, SD> {
     /// A factory for `group` of `cluster_id`, sending as node `me`.
     pub fn new(peers: Peers, group: GroupId, cluster_id: String, me: NodeId) -> Self {
         Self { peers, group, cluster_id, me, _c: PhantomData }
     }
 }
 
-impl<C> RaftNetworkFactory<C> for NetworkFactory<C>
+impl<C, SD> RaftNetworkFactory<C> for NetworkFactory<C, SD>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+    SD: StreamedSnapshot,
 {
-    type Network = Connection<C>;
+    type Network = Connection<C, SD>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         Connection {
@@ -110,19 +125,21 @@ where
             group: self.group,
             cluster_id: self.cluster_id.clone(),
             me: self.me,
+            snapshot_rate: self.peers.snapshot_rate.clone(),
             _c: PhantomData,
         }
     }
 }
 
 /// One group's connection to one peer.
-pub struct Connection<C> {
+pub struct Connection<C, SD> {
     client: Result<RaftTransportClient<Channel>, String>,
     target: NodeId,
     group: GroupId,
     cluster_id: String,
     me: NodeId,
-    _c: PhantomData<fn() -> C>,
+    snapshot_rate: Arc<RateLimiter>,
+    _c: PhantomData<fn() -> (C, SD)>,
 }
 
 /// How one call failed, before it is mapped to openraft's error kinds.
@@ -133,7 +150,7 @@ enum CallError {
     Network(String),
 }
 
-impl<C: RaftTypeConfig> Connection<C> {
+impl<C: RaftTypeConfig, SD> Connection<C, SD> {
     async fn call<Req, Resp>(&mut self, method: RaftMethod, req: &Req, ttl: Duration) -> Result<Resp, CallError>
     where
         Req: Serialize,
@@ -158,23 +175,131 @@ impl<C: RaftTypeConfig> Connection<C> {
                 RaftMethod::Vote => client.vote(request).await,
                 RaftMethod::PreVote => client.pre_vote(request).await,
                 RaftMethod::Append => client.append(request).await,
-                RaftMethod::Snapshot => client.snapshot(request).await,
                 RaftMethod::TransferLeader => client.transfer_leader(request).await,
             }
         };
         let reply = match tokio::time::timeout(ttl, fut).await {
             Err(_) => return Err(CallError::Network(format!("timed out after {ttl:?}"))),
-            Ok(Err(status)) => {
-                return Err(match status.code() {
-                    tonic::Code::Unavailable | tonic::Code::Unknown => {
-                        CallError::Unreachable(format!("node {}: {}", self.target, status.message()))
-                    }
-                    _ => CallError::Network(format!("node {}: {}", self.target, status.message())),
-                });
-            }
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(r) => self.reply(r)?,
         };
         codec::decode(&reply.payload).map_err(|e| CallError::Network(e.to_string()))
+    }
+
+    fn reply(
+        &self,
+        r: Result<tonic::Response<radiant_proto::RaftReply>, tonic::Status>,
+    ) -> Result<radiant_proto::RaftReply, CallError> {
+        r.map(|r| r.into_inner()).map_err(|status| match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
+                CallError::Unreachable(format!("node {}: {}", self.target, status.message()))
+            }
+            _ => CallError::Network(format!("node {}: {}", self.target, status.message())),
+        })
+    }
+}
+
+/// How long a sender waits for the reply after the last chunk: the receiver fsyncs the data
+/// and installs it (an order's into redb) before it answers, which takes time in proportion
+/// to the size. A dead receiver is found sooner, by the channel's keep-alive.
+fn install_wait(idle: Duration, len: u64) -> Duration {
+    const SLOWEST_INSTALL_BYTES_PER_SEC: u64 = 4 * 1024 * 1024;
+    idle + Duration::from_secs(len / SLOWEST_INSTALL_BYTES_PER_SEC)
+}
+
+impl<C, SD> Connection<C, SD>
+where
+    C: RaftTypeConfig,
+    SD: StreamedSnapshot,
+{
+    /// Streams a snapshot: the head, then chunks through the node's rate limit, then the
+    /// trailer with the crc32 of all chunks. There is no deadline on the whole transfer, which
+    /// may take minutes: only on each step, `idle` for a chunk to be taken by the transport
+    /// and [`install_wait`] for the reply once all is sent. `cancel` is checked throughout.
+    async fn stream_snapshot(
+        &mut self,
+        vote: VoteOf<C>,
+        snapshot: SnapshotOf<C, SD>,
+        cancel: impl Future<Output = ReplicationClosed>,
+        idle: Duration,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let network = |m: String| StreamingError::Network(NetworkError::from_string(m));
+        let mut client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(StreamingError::Unreachable(Unreachable::from_string(e.clone()))),
+        };
+        let len = snapshot.snapshot.byte_len();
+        let head = radiant_proto::SnapshotHead {
+            cluster_id: self.cluster_id.clone(),
+            group: self.group,
+            from: self.me,
+            to: self.target,
+            payload: codec::encode(&(&vote, &snapshot.meta)).map_err(|e| network(e.to_string()))?,
+            len,
+        };
+        // A file that a newer snapshot replaced in the meantime is an error to retry at once:
+        // openraft then asks for the current snapshot again.
+        let mut chunks = snapshot
+            .snapshot
+            .into_chunk_stream(CHUNK_BYTES)
+            .await
+            .map_err(|e| network(format!("reading snapshot {}: {e}", snapshot.meta)))?;
+        let (tx, rx) = mpsc::channel::<SnapshotChunk>(2);
+        let _ = tx.try_send(SnapshotChunk { kind: Some(Kind::Head(head)) });
+        let call = client.install_snapshot(ReceiverStream::new(rx));
+        let rate = self.snapshot_rate.clone();
+        let target = self.target;
+        let pump = async move {
+            let mut hasher = crc32fast::Hasher::new();
+            let mut sent: u64 = 0;
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk.map_err(|e| format!("reading the snapshot: {e}"))?;
+                hasher.update(&chunk);
+                sent += chunk.len() as u64;
+                rate.acquire(chunk.len()).await;
+                let msg = SnapshotChunk { kind: Some(Kind::Data(chunk)) };
+                match tokio::time::timeout(idle, tx.send(msg)).await {
+                    Err(_) => return Err(format!("node {target} took no snapshot data for {idle:?}")),
+                    Ok(Err(_)) => return Ok(false),
+                    Ok(Ok(())) => {}
+                }
+            }
+            if sent != len {
+                return Err(format!("the snapshot had {sent} bytes, {len} announced"));
+            }
+            let trailer = radiant_proto::SnapshotTrailer { len, crc32: hasher.finalize() };
+            match tokio::time::timeout(idle, tx.send(SnapshotChunk { kind: Some(Kind::Trailer(trailer)) })).await {
+                Err(_) => Err(format!("node {target} took no snapshot data for {idle:?}")),
+                Ok(r) => Ok(r.is_ok()),
+            }
+        };
+        tokio::pin!(cancel, call, pump);
+        let reply = tokio::select! {
+            biased;
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            r = &mut call => r,
+            pumped = &mut pump => {
+                // Ok(false): the transport dropped the stream, so the call has ended; its
+                // result says why.
+                let wait = match pumped {
+                    Ok(true) => install_wait(idle, len),
+                    Ok(false) => idle,
+                    Err(e) => return Err(network(e)),
+                };
+                tokio::select! {
+                    biased;
+                    closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+                    r = tokio::time::timeout(wait, &mut call) => match r {
+                        Ok(r) => r,
+                        Err(_) => return Err(network(format!("node {target} did not install the snapshot in {wait:?}"))),
+                    },
+                }
+            }
+        };
+        let reply = self.reply(reply).map_err(|e| match e {
+            CallError::Unreachable(m) => StreamingError::Unreachable(Unreachable::from_string(m)),
+            CallError::Network(m) => network(m),
+        })?;
+        codec::decode(&reply.payload).map_err(|e| network(e.to_string()))
     }
 }
 
@@ -185,11 +310,12 @@ fn rpc_err<C: RaftTypeConfig>(e: CallError) -> RPCError<C> {
     }
 }
 
-impl<C> RaftNetworkV2<C> for Connection<C>
+impl<C, SD> RaftNetworkV2<C> for Connection<C, SD>
 where
     C: RaftTypeConfig<NodeId = NodeId, Node = BasicNode>,
+    SD: StreamedSnapshot,
 {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SD;
 
     async fn append_entries(
         &mut self,
@@ -210,19 +336,13 @@ where
     async fn full_snapshot(
         &mut self,
         vote: VoteOf<C>,
-        snapshot: SnapshotOf<C, Vec<u8>>,
+        snapshot: SnapshotOf<C, SD>,
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let wire = (vote, snapshot.meta, serde_bytes::ByteBuf::from(snapshot.snapshot));
-        let ttl = option.hard_ttl();
-        tokio::select! {
-            closed = cancel => Err(StreamingError::Closed(closed)),
-            r = self.call(RaftMethod::Snapshot, &wire, ttl) => r.map_err(|e| match e {
-                CallError::Unreachable(m) => StreamingError::Unreachable(Unreachable::from_string(m)),
-                CallError::Network(m) => StreamingError::Network(NetworkError::from_string(m)),
-            }),
-        }
+        // openraft's install_snapshot_timeout is the idle limit of each step here, as
+        // `soft_ttl` documents for long streams; never a bound on the whole transfer.
+        self.stream_snapshot(vote, snapshot, cancel, option.soft_ttl()).await
     }
 
     async fn transfer_leader(

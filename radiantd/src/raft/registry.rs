@@ -1,19 +1,24 @@
 //! Routes incoming Raft RPCs to the local group they are addressed to.
 //!
 //! The gRPC transport is not generic over a group's type config; each running group
-//! registers a [`GroupHandler`] that decodes the payload for its own types.
+//! registers a [`GroupHandler`] that decodes the payload for its own types, and assembles an
+//! incoming snapshot stream into its own kind of snapshot data.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
 
 use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use openraft::Raft;
 use openraft::RaftTypeConfig;
 use openraft::storage::RaftStateMachine;
 
 use super::GroupId;
 use super::codec;
+use super::snapshot_stream;
+use super::snapshot_stream::Incoming;
+use super::snapshot_stream::StreamedSnapshot;
 
 /// Which Raft RPC a request carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +29,6 @@ pub enum RaftMethod {
     PreVote,
     /// AppendEntries (also heartbeats).
     Append,
-    /// A full snapshot.
-    Snapshot,
     /// Leadership handover.
     TransferLeader,
 }
@@ -42,25 +45,89 @@ pub enum TransportError {
     /// The local Raft node stopped.
     #[error("raft node stopped: {0}")]
     Stopped(String),
+    /// An incoming snapshot stream is malformed, incomplete or corrupt.
+    #[error("bad snapshot stream: {0}")]
+    BadSnapshot(String),
+    /// Spooling an incoming snapshot to local storage failed.
+    #[error("storing the incoming snapshot: {0}")]
+    Storage(std::io::Error),
 }
+
+/// The chunks of an incoming snapshot after its head, as the transport hands them over.
+pub type IncomingChunks = BoxStream<'static, Result<Incoming, TransportError>>;
 
 /// A running group, as seen by the transport.
 pub trait GroupHandler: Send + Sync + 'static {
     /// Handles one encoded request and returns the encoded response.
     fn handle(&self, method: RaftMethod, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+
+    /// Receives a snapshot of `len` bytes whose head carried `head` (the encoded vote and
+    /// meta), installs it, and returns the encoded response.
+    fn install_snapshot(
+        &self,
+        head: Vec<u8>,
+        len: u64,
+        chunks: IncomingChunks,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
 }
 
-/// The wire form of a full snapshot: vote, metadata and the state machine's bytes (a
-/// `ByteBuf`, which postcard copies in one piece instead of byte by byte).
-pub type SnapshotWire<C> = (openraft::alias::VoteOf<C>, openraft::alias::SnapshotMetaOf<C>, serde_bytes::ByteBuf);
+/// What precedes a snapshot's data on the wire: the sender's vote and the snapshot's meta.
+pub type SnapshotHeadWire<C> = (openraft::alias::VoteOf<C>, openraft::alias::SnapshotMetaOf<C>);
 
-impl<C, SM> GroupHandler for Raft<C, SM>
+/// A group's Raft handle with what the transport needs to receive its snapshots.
+pub struct RaftGroup<C: RaftTypeConfig, SM: RaftStateMachine<C>>
+where
+    SM::SnapshotData: StreamedSnapshot,
+{
+    raft: Raft<C, SM>,
+    spool: <SM::SnapshotData as StreamedSnapshot>::Spool,
+}
+
+impl<C: RaftTypeConfig, SM: RaftStateMachine<C>> RaftGroup<C, SM>
+where
+    SM::SnapshotData: StreamedSnapshot,
+{
+    /// Serves `raft`; incoming snapshots are assembled with `spool`.
+    pub fn new(raft: Raft<C, SM>, spool: <SM::SnapshotData as StreamedSnapshot>::Spool) -> Self {
+        Self { raft, spool }
+    }
+}
+
+impl<C, SM> GroupHandler for RaftGroup<C, SM>
 where
     C: RaftTypeConfig,
-    SM: RaftStateMachine<C, SnapshotData = Vec<u8>>,
+    SM: RaftStateMachine<C>,
+    SM::SnapshotData: StreamedSnapshot,
 {
+    fn install_snapshot(
+        &self,
+        head: Vec<u8>,
+        len: u64,
+        chunks: IncomingChunks,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
+        let raft = self.raft.clone();
+        let spool = self.spool.clone();
+        Box::pin(async move {
+            let (vote, meta): SnapshotHeadWire<C> = codec::decode(&head)?;
+            let data: SM::SnapshotData = snapshot_stream::assemble(&spool, len, chunks).await?;
+            let leftover = data.leftover();
+            let snapshot = openraft::alias::SnapshotOf::<C, SM::SnapshotData> { meta, snapshot: data };
+            let r = raft.install_full_snapshot(vote, snapshot).await;
+            // Installing renames a received file into place; anything still under the
+            // received name was refused or not needed.
+            if let Some(path) = leftover
+                && let Err(e) = tokio::fs::remove_file(&path).await
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("could not delete the received snapshot {}: {e}", path.display());
+            }
+            let r = r.map_err(|e| TransportError::Stopped(e.to_string()))?;
+            Ok(codec::encode(&r)?)
+        })
+    }
+
     fn handle(&self, method: RaftMethod, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
-        let raft = self.clone();
+        let raft = self.raft.clone();
         Box::pin(async move {
             let stopped = |e: &dyn std::fmt::Display| TransportError::Stopped(e.to_string());
             let out = match method {
@@ -74,12 +141,6 @@ where
                 }
                 RaftMethod::Append => {
                     let r = raft.append_entries(codec::decode(&payload)?).await.map_err(|e| stopped(&e))?;
-                    codec::encode(&r)?
-                }
-                RaftMethod::Snapshot => {
-                    let (vote, meta, data): SnapshotWire<C> = codec::decode(&payload)?;
-                    let snapshot = openraft::alias::SnapshotOf::<C, Vec<u8>> { meta, snapshot: data.into_vec() };
-                    let r = raft.install_full_snapshot(vote, snapshot).await.map_err(|e| stopped(&e))?;
                     codec::encode(&r)?
                 }
                 RaftMethod::TransferLeader => {

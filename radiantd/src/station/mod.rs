@@ -27,6 +27,7 @@ use crate::node::NodeContext;
 use crate::raft::STATION_GROUP;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
+use crate::raft::registry::RaftGroup;
 use crate::spec::StationSpec;
 use crate::supervisor::ServiceCtx;
 use crate::supervisor::ServiceFailure;
@@ -196,7 +197,7 @@ pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> 
         )),
         wake: Notify::new(),
     });
-    node.registry.register(STATION_GROUP, &spec.cluster_id, Arc::new(raft.clone()));
+    node.registry.register(STATION_GROUP, &spec.cluster_id, Arc::new(RaftGroup::new(raft.clone(), ())));
     node.set_station(Some(station.clone()));
 
     // Every member initializes with the same membership: the first to run creates the
@@ -286,14 +287,16 @@ async fn station_liveness(node: Arc<NodeContext>, station: Arc<Station>, stop: C
         let req = node.heartbeat_request(&station.spec.cluster_id);
         if station.is_bondsmith() {
             station.heartbeat(&req);
+            node.peers.snapshot_rate().set_rate_mib(station.view.with(|m| m.settings.snapshot_rate_mib));
         } else if let Some(b) = station.bondsmith()
             && let Ok(ch) = node.peers.channel(&b.addr)
         {
             let mut client = radiant_proto::station_client::StationClient::new(ch);
             let mut request = tonic::Request::new(req);
             request.set_timeout(interval);
-            if let Err(e) = client.heartbeat(request).await {
-                tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message());
+            match client.heartbeat(request).await {
+                Ok(r) => node.peers.snapshot_rate().set_rate_mib(r.into_inner().snapshot_rate_mib),
+                Err(e) => tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message()),
             }
         }
         tokio::select! {

@@ -16,11 +16,14 @@ pub struct Settings {
     pub replace_after_ms: u64,
     /// Whether dead members are replaced without an operator.
     pub auto_replace: bool,
+    /// Each node's limit for sending snapshots, in MiB/s; 0 means unlimited. Catching up a
+    /// new replica of a large order must not take all of a node's disk and network.
+    pub snapshot_rate_mib: u32,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { down_after_ms: 3_000, replace_after_ms: 300_000, auto_replace: true }
+        Self { down_after_ms: 3_000, replace_after_ms: 300_000, auto_replace: true, snapshot_rate_mib: 0 }
     }
 }
 
@@ -106,6 +109,15 @@ const DEFS: &[Def] = &[
             Ok(())
         },
     },
+    Def {
+        name: "snapshot_rate_mib",
+        meaning: "each node's limit for sending snapshots, in MiB/s (0: unlimited)",
+        get: |s| s.snapshot_rate_mib.to_string(),
+        set: |s, v| {
+            s.snapshot_rate_mib = v.parse().map_err(|_| "MiB/s, 0 (unlimited) to 4294967295")?;
+            Ok(())
+        },
+    },
 ];
 
 impl Settings {
@@ -154,9 +166,10 @@ mod tests {
     fn every_setting_is_listed_with_its_default() {
         let s = Settings::default();
         let names: Vec<_> = s.list().iter().map(|i| i.name).collect();
-        assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace"]);
+        assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace", "snapshot_rate_mib"]);
         assert!(s.list().iter().all(|i| i.value == i.default && !i.meaning.is_empty()));
         assert_eq!(s.replace_after_ms, 300_000, "CockroachDB's five minutes");
+        assert_eq!(s.snapshot_rate_mib, 0, "snapshots unlimited unless an operator says otherwise");
     }
 
     #[test]
@@ -165,13 +178,17 @@ mod tests {
         assert_eq!(s.set("replace_after_ms", "2000").unwrap().value, "2000");
         assert_eq!(s.replace_after_ms, 2_000);
         assert_eq!(s.set("auto_replace", "off").unwrap().value, "false");
+        assert_eq!(s.set("snapshot_rate_mib", "50").unwrap().value, "50");
+        assert_eq!(s.snapshot_rate_mib, 50);
         let before = s.clone();
         assert!(matches!(s.set("replace_after", "1"), Err(SettingError::Unknown { .. })));
         assert!(matches!(s.set("down_after_ms", "10"), Err(SettingError::BadValue { .. })));
         assert!(matches!(s.set("down_after_ms", "-5"), Err(SettingError::BadValue { .. })));
         assert!(matches!(s.set("auto_replace", "maybe"), Err(SettingError::BadValue { .. })));
+        assert!(matches!(s.set("snapshot_rate_mib", "-1"), Err(SettingError::BadValue { .. })));
+        assert!(matches!(s.set("snapshot_rate_mib", "1.5"), Err(SettingError::BadValue { .. })));
         assert_eq!(s, before);
         let e = s.set("nope", "1").unwrap_err().to_string();
-        assert!(e.contains("down_after_ms, replace_after_ms, auto_replace"), "{e}");
+        assert!(e.contains("down_after_ms, replace_after_ms, auto_replace, snapshot_rate_mib"), "{e}");
     }
 }
