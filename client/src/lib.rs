@@ -264,6 +264,9 @@ impl Client {
                 Ok(Attempt::Retry(Some(r.herald_addr), s.message().to_string()))
             }
             (_, pb::ErrorCode::OutcomeUnknown) => Err(ClientError::Unknown(format!("{addr}: {}", s.message()))),
+            // Refused before anything was applied (no order serves the shard yet, a node still
+            // starting): safe to retry, writes included.
+            (_, pb::ErrorCode::Retry) => Ok(Attempt::Retry(None, format!("{addr}: {}", s.message()))),
             (_, pb::ErrorCode::NotInCluster | pb::ErrorCode::ClusterMismatch)
             | (tonic::Code::FailedPrecondition, _) => Err(ClientError::Failed(format!("{addr}: {}", s.message()))),
             _ if !write || not_sent(&s) => {

@@ -92,7 +92,11 @@ impl KvApi {
             order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
         }
         if order == 0 {
-            return Err(Status::unavailable(format!("shard {shard} is not served by an order yet; retry")));
+            return Err(pb::refusal(
+                pb::ErrorCode::Retry,
+                tonic::Code::Unavailable,
+                format!("shard {shard} is not served by an order yet; retry"),
+            ));
         }
         Ok(Target { shard, order, map })
     }

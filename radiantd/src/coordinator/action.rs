@@ -210,8 +210,42 @@ impl fmt::Display for Action {
             Action::StopServices { node, .. } => write!(f, "stop every service on {}", node.name),
             Action::Herald { order, cmd: HeraldCmd::Shards { acquire, release, epoch }, .. } => write!(
                 f,
-                "order {order} releases shards {release:?} and acquires shards {acquire:?} (map epoch {epoch})"
+                "order {order} releases shards [{}] and acquires shards [{}] (map epoch {epoch})",
+                ranges(release),
+                ranges(acquire)
             ),
         }
+    }
+}
+
+/// Shard numbers as compact ranges for the journal: `0-31,40,42-44`.
+pub fn ranges(shards: &[u32]) -> String {
+    let mut sorted = shards.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        i += 1;
+    }
+    out.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ranges;
+
+    #[test]
+    fn shard_lists_read_as_ranges() {
+        assert_eq!(ranges(&[]), "");
+        assert_eq!(ranges(&[3]), "3");
+        assert_eq!(ranges(&[0, 1, 2, 3, 40, 42, 43, 44, 2]), "0-3,40,42-44");
     }
 }
