@@ -229,7 +229,7 @@ impl KvStateMachine {
         let txn = self.db.begin_read().map_err(io_err)?;
         let t = txn.open_table(META).map_err(io_err)?;
         match t.get((self.order, key)).map_err(io_err)? {
-            Some(v) => Ok(Some(codec::decode(v.value())?)),
+            Some(v) => Ok(Some(codec::decode_stored(v.value())?)),
             None => Ok(None),
         }
     }
@@ -294,7 +294,7 @@ impl KvStateMachine {
     fn build_snapshot_file(&self) -> io::Result<SnapshotOf<OrderConfig, SnapshotFile>> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let applied: Applied = match txn.open_table(META).map_err(io_err)?.get((self.order, APPLIED)).map_err(io_err)? {
-            Some(v) => codec::decode(v.value())?,
+            Some(v) => codec::decode_stored(v.value())?,
             None => Applied::default(),
         };
         let meta = SnapshotMetaOf::<OrderConfig> {
@@ -334,14 +334,14 @@ impl KvStateMachine {
         let current = {
             let mut t = txn.open_table(META).map_err(io_err)?;
             let existing: Option<CurrentSnapshot> = match t.get((self.order, SNAPSHOT_FILE)).map_err(io_err)? {
-                Some(v) => Some(codec::decode(v.value())?),
+                Some(v) => Some(codec::decode_stored(v.value())?),
                 None => None,
             };
             match existing {
                 Some(e) if e.meta.last_log_id > meta.last_log_id => self.snapshots.path().join(e.file),
                 _ => {
                     let record = self.current_record(&meta, &file)?;
-                    t.insert((self.order, SNAPSHOT_FILE), codec::encode(&record)?.as_slice()).map_err(io_err)?;
+                    t.insert((self.order, SNAPSHOT_FILE), codec::encode_stored(&record)?.as_slice()).map_err(io_err)?;
                     path
                 }
             }
@@ -416,9 +416,9 @@ impl KvStateMachine {
         let installed = SnapshotFile { path: current.clone(), len: summary.file_bytes, crc32: summary.crc32 };
         {
             let mut m = txn.open_table(META).map_err(io_err)?;
-            m.insert((self.order, APPLIED), codec::encode(&applied)?.as_slice()).map_err(io_err)?;
+            m.insert((self.order, APPLIED), codec::encode_stored(&applied)?.as_slice()).map_err(io_err)?;
             let record = self.current_record(meta, &installed)?;
-            m.insert((self.order, SNAPSHOT_FILE), codec::encode(&record)?.as_slice()).map_err(io_err)?;
+            m.insert((self.order, SNAPSHOT_FILE), codec::encode_stored(&record)?.as_slice()).map_err(io_err)?;
         }
         txn.commit().map_err(io_err)?;
         self.snapshots.remove_others(&current)?;
@@ -522,7 +522,7 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
                     };
                     out.push((responder, resp));
                 }
-                let bytes = codec::encode(&applied)?;
+                let bytes = codec::encode_stored(&applied)?;
                 txn.open_table(META).map_err(io_err)?.insert((order, APPLIED), bytes.as_slice()).map_err(io_err)?;
                 txn.commit().map_err(io_err)?;
                 Ok(out)
@@ -606,7 +606,10 @@ mod tests {
 
     fn set_applied(db: &Database, order: OrderId, applied: &Applied) {
         let txn = db.begin_write().unwrap();
-        txn.open_table(META).unwrap().insert((order, APPLIED), codec::encode(applied).unwrap().as_slice()).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert((order, APPLIED), codec::encode_stored(applied).unwrap().as_slice())
+            .unwrap();
         txn.commit().unwrap();
     }
 
