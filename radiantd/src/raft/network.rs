@@ -228,6 +228,7 @@ where
             Err(e) => return Err(StreamingError::Unreachable(Unreachable::from_string(e.clone()))),
         };
         let len = snapshot.snapshot.byte_len();
+        let started = std::time::Instant::now();
         let head = radiant_proto::SnapshotHead {
             cluster_id: self.cluster_id.clone(),
             group: self.group,
@@ -299,6 +300,15 @@ where
             CallError::Unreachable(m) => StreamingError::Unreachable(Unreachable::from_string(m)),
             CallError::Network(m) => network(m),
         })?;
+        let took = started.elapsed();
+        tracing::info!(
+            group = self.group,
+            target,
+            bytes = len,
+            ms = took.as_millis() as u64,
+            mib_per_sec = (len as f64 / (1024.0 * 1024.0) / took.as_secs_f64().max(1e-6)) as u64,
+            "sent a snapshot, installed by the target"
+        );
         codec::decode(&reply.payload).map_err(|e| network(e.to_string()))
     }
 }

@@ -109,7 +109,9 @@ where
         let spool = self.spool.clone();
         Box::pin(async move {
             let (vote, meta): SnapshotHeadWire<C> = codec::decode(&head)?;
+            let started = std::time::Instant::now();
             let data: SM::SnapshotData = snapshot_stream::assemble(&spool, len, chunks).await?;
+            let received = started.elapsed();
             let leftover = data.leftover();
             let snapshot = openraft::alias::SnapshotOf::<C, SM::SnapshotData> { meta, snapshot: data };
             let r = raft.install_full_snapshot(vote, snapshot).await;
@@ -122,6 +124,12 @@ where
                 tracing::warn!("could not delete the received snapshot {}: {e}", path.display());
             }
             let r = r.map_err(|e| TransportError::Stopped(e.to_string()))?;
+            tracing::info!(
+                bytes = len,
+                received_ms = received.as_millis() as u64,
+                installed_ms = (started.elapsed() - received).as_millis() as u64,
+                "received and installed a snapshot"
+            );
             Ok(codec::encode(&r)?)
         })
     }
