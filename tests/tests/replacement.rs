@@ -83,7 +83,7 @@ fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
     c.bootstrap(&[0]);
     let list = c.ctl_ok(&["settings"]);
     let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace"]);
+    assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace", "snapshot_rate_mib"]);
     assert!(list.as_array().unwrap().iter().all(|s| s["value"] == s["default"] && s["meaning"] != ""), "{list}");
     let epoch = c.ctl_ok(&["status"])["epoch"].as_u64().unwrap();
 
@@ -112,6 +112,12 @@ fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
             && e["reason"] == "operator: radiantctl set auto_replace false"),
         "{events}"
     );
+
+    // The snapshot rate reaches the node's limiter with the next heartbeat.
+    c.ctl_ok(&["set", "snapshot_rate_mib", "25"]);
+    radiant_tests::wait_until(radiant_tests::DEADLINE, "the node to apply the snapshot rate", || {
+        c.nodes[0].log().lines().any(|l| l.contains("snapshot rate limit changed") && l.contains("25")).then_some(())
+    });
 }
 
 #[test]
