@@ -125,6 +125,12 @@ fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
             && e["reason"] == "operator: radiantctl set auto_replace false"),
         "{events}"
     );
+
+    // The snapshot rate reaches the node's limiter with the next heartbeat.
+    c.ctl_ok(&["set", "snapshot_rate_mib", "25"]);
+    radiant_tests::wait_until(radiant_tests::DEADLINE, "the node to apply the snapshot rate", || {
+        c.nodes[0].log().lines().any(|l| l.contains("snapshot rate limit changed") && l.contains("25")).then_some(())
+    });
 }
 
 #[test]
