@@ -130,6 +130,20 @@ fn main() {
         })
         .collect();
     check(put_all(data, 4), &c);
+    // Only one follower needs to keep up with the writes; the other may have fallen behind the
+    // log the leader keeps and be catching up from a snapshot itself. Wait until both hold the
+    // last value: once one is stopped, the other is the quorum.
+    let last = format!("big-{:05}", values - 1).into_bytes();
+    for i in (0..3).filter(|&i| i != h) {
+        let addr = format!("http://{}", c.nodes[i].addr);
+        wait_until(Duration::from_secs(600), "every follower to hold the data", || {
+            rt.block_on(async {
+                let mut kv = radiant_proto::kv_client::KvClient::connect(addr.clone()).await.ok()?;
+                let req = radiant_proto::GetRequest { key: last.clone(), stale: true };
+                kv.get(req).await.ok()?.into_inner().value.map(|_| ())
+            })
+        });
+    }
     println!("loaded in {:.1} s", started.elapsed().as_secs_f64());
 
     println!(
