@@ -2,10 +2,10 @@
 //! spare with no operator command (learner, catch-up, one joint membership change), while
 //! clients keep reading and writing; the replacements end up holding every acknowledged write.
 
-use std::time::Duration;
-
 use radiant_tests::Cluster;
+use radiant_tests::DEADLINE;
 use radiant_tests::status;
+use radiant_tests::wait_until;
 use radiant_tests::workload;
 use radiant_tests::workload::Workload;
 
@@ -47,7 +47,7 @@ fn dead_members_are_replaced_and_the_replacements_hold_every_acknowledged_write(
 
     let everyone = c.addrs(&[0, 1, 2, 3, 4, 5]);
     let load = Workload::start(everyone, workload::seed(0x5eed_6006), 4, 20);
-    std::thread::sleep(Duration::from_secs(1)); // some history before the first fault
+    wait_until(DEADLINE, "some history before the first fault", || (load.completed() >= 100).then_some(()));
 
     kill_and_wait_for_replacement(&mut c, &original[0]);
     kill_and_wait_for_replacement(&mut c, &original[1]);
@@ -58,7 +58,10 @@ fn dead_members_are_replaced_and_the_replacements_hold_every_acknowledged_write(
     c.wait_status(0, "a herald among the replacements", |s| {
         status::herald(s, 1).is_some_and(|h| spares.contains(&h)) && status::state(s, &original[2]) == "down"
     });
-    std::thread::sleep(Duration::from_secs(1)); // history served by the replacements alone
+    let before = load.completed();
+    wait_until(DEADLINE, "history served by the replacements alone", || {
+        (load.completed() >= before + 100).then_some(())
+    });
 
     let survivors: Vec<usize> = spares.iter().map(|n| c.index_of(n)).chain([0]).collect();
     let completed = load.finish(c.addrs(&survivors), 200, || c.logs());

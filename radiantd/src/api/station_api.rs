@@ -244,8 +244,15 @@ async fn commit_intent(
         Ok((change, format!("operator: radiantctl {command} {}", node.name), ()))
     })
     .await?;
-    let state = station.view.with(|m| m.nodes.get(&id).map(|n| m.state(n).to_string())).unwrap_or_default();
-    Ok(pb::IntentResponse { epoch, state })
+    Ok(pb::IntentResponse { epoch, ..intent_now(station, id) })
+}
+
+/// The map's epoch and the node's state as they are now.
+fn intent_now(station: &Station, id: u64) -> pb::IntentResponse {
+    station.view.with(|m| pb::IntentResponse {
+        epoch: m.epoch,
+        state: m.nodes.get(&id).map(|n| m.state(n).to_string()).unwrap_or_default(),
+    })
 }
 
 #[tonic::async_trait]
@@ -388,11 +395,7 @@ impl StationRpc for StationApi {
                 let (intent, command) =
                     if body.undrain { (Intent::Serve, "undrain") } else { (Intent::Drain, "drain") };
                 if current == Some(intent) || (!body.undrain && current == Some(Intent::Remove)) {
-                    // Idempotent: already so.
-                    let (epoch, state) = station.view.with(|m| {
-                        (m.epoch, m.nodes.get(&body.node_id).map(|n| m.state(n).to_string()).unwrap_or_default())
-                    });
-                    return Ok(Response::new(pb::IntentResponse { epoch, state }));
+                    return Ok(Response::new(intent_now(&station, body.node_id))); // already so
                 }
                 if body.undrain && current == Some(Intent::Remove) {
                     return Err(Status::invalid_argument("the node is being removed; a removal cannot be undone"));
@@ -412,10 +415,7 @@ impl StationRpc for StationApi {
             Route::Local(station) => {
                 let current = station.view.with(|m| m.nodes.get(&body.node_id).map(|n| n.intent));
                 if matches!(current, Some(Intent::Remove | Intent::Removed)) {
-                    let (epoch, state) = station.view.with(|m| {
-                        (m.epoch, m.nodes.get(&body.node_id).map(|n| m.state(n).to_string()).unwrap_or_default())
-                    });
-                    return Ok(Response::new(pb::IntentResponse { epoch, state }));
+                    return Ok(Response::new(intent_now(&station, body.node_id))); // already so
                 }
                 let id = body.node_id;
                 let check = |map: &ClusterMap, obs: &Observed| crate::coordinator::can_remove(map, obs, id);
