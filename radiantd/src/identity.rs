@@ -18,6 +18,9 @@ use crate::persist::PersistError;
 /// A node id. Never 0: 0 means "unset" on the wire.
 pub type NodeId = u64;
 
+/// An order id; orders are numbered from 1 (0 names the station's group).
+pub type OrderId = u64;
+
 const IDENTITY_FILE: &str = "identity.json";
 const IDENTITY_VERSION: u32 = 1;
 

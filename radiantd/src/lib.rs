@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod coordinator;
+pub mod host;
 pub mod identity;
 pub mod node;
 pub mod order;

@@ -5,36 +5,20 @@ use std::sync::RwLock;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering;
 
-use radiant_proto as pb;
-use redb::Database;
-use tokio::sync::Notify;
-
-use crate::config::Config;
-use crate::identity::NodeId;
+use crate::host::Host;
+use crate::identity::OrderId;
 use crate::order::OrderReplica;
-use crate::raft::network::Peers;
-use crate::raft::registry::Registry;
 use crate::station::Station;
-use crate::station::map::OrderId;
+use radiant_proto as pb;
 
-/// Shared state of one node.
+/// Shared state of one node: its [`Host`] resources and the replicas it runs, for the APIs
+/// that route requests to them.
 pub struct NodeContext {
-    /// Validated config.
-    pub config: Config,
-    /// This node's id.
-    pub id: NodeId,
-    /// This data dir's incarnation (see [`crate::identity`]).
-    pub incarnation: u64,
-    /// The node's one database file (Raft logs and state machines of every group).
-    pub db: Arc<Database>,
-    /// Connections to peers.
-    pub peers: Peers,
-    /// Raft groups running here, for incoming Raft RPCs.
-    pub registry: Registry,
+    /// What the replicas share (config, id, database, peers, Raft registry).
+    pub host: Arc<Host>,
     station: RwLock<Option<Arc<Station>>>,
     phone_home_targets: RwLock<Vec<String>>,
     orders: RwLock<std::collections::BTreeMap<OrderId, Arc<OrderReplica>>>,
-    report: Notify,
     map_cache: RwLock<Option<(std::time::Instant, Arc<pb::ClusterMap>)>>,
     cluster_id: RwLock<Option<String>>,
     ready: AtomicBool,
@@ -42,18 +26,12 @@ pub struct NodeContext {
 
 impl NodeContext {
     /// A context for a node that is not ready yet.
-    pub fn new(config: Config, id: NodeId, incarnation: u64, db: Arc<Database>) -> Self {
+    pub fn new(host: Arc<Host>) -> Self {
         Self {
-            config,
-            id,
-            incarnation,
-            db,
-            peers: Peers::default(),
-            registry: Registry::default(),
+            host,
             station: RwLock::new(None),
             phone_home_targets: RwLock::new(Vec::new()),
             orders: RwLock::new(Default::default()),
-            report: Notify::new(),
             map_cache: RwLock::new(None),
             cluster_id: RwLock::new(None),
             ready: AtomicBool::new(false),
@@ -104,21 +82,11 @@ impl NodeContext {
         }
         pb::HeartbeatRequest {
             cluster_id: cluster_id.to_string(),
-            id: self.id,
-            addr: self.config.advertise.clone(),
+            id: self.host.id,
+            addr: self.host.config.advertise.clone(),
             replicas,
-            incarnation: self.incarnation,
+            incarnation: self.host.incarnation,
         }
-    }
-
-    /// Asks the heartbeat loops to report now (a replica started, or leadership moved).
-    pub fn report_now(&self) {
-        self.report.notify_waiters();
-    }
-
-    /// Resolves when [`NodeContext::report_now`] is called.
-    pub async fn report_requested(&self) {
-        self.report.notified().await
     }
 
     /// The last cluster map this node fetched, for routing, unless older than `max_age`
@@ -159,7 +127,7 @@ impl NodeContext {
             pb::refusal(
                 pb::ErrorCode::Retry,
                 tonic::Code::Unavailable,
-                format!("node {} is starting its services; retry", self.config.advertise),
+                format!("node {} is starting its services; retry", self.host.config.advertise),
             )
         } else {
             pb::refusal(
@@ -167,7 +135,7 @@ impl NodeContext {
                 tonic::Code::FailedPrecondition,
                 format!(
                     "node {} is not part of a cluster yet: run `radiantctl bootstrap` or `radiantctl join`",
-                    self.config.advertise
+                    self.host.config.advertise
                 ),
             )
         }

@@ -3,6 +3,7 @@
 //!
 //! The acknowledgement is persisted by the supervisor, so a restarted satellite goes straight
 //! to heartbeats; if the bondsmith no longer knows it (`known == false`), it phones home again.
+//! A station member does not phone home; [`station_member`] sends its heartbeats instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,16 +11,18 @@ use std::time::Duration;
 use radiant_proto as pb;
 use radiant_proto::station_client::StationClient;
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 use crate::node::NodeContext;
 use crate::spec::PhoneHomeSpec;
+use crate::station::Station;
 use crate::supervisor::ServiceCtx;
 use crate::supervisor::ServiceFailure;
 
 /// Capacity a node announces: free bytes of its data dir's file system, or 0 if unknown.
 fn capacity(node: &NodeContext) -> u64 {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(path) = std::ffi::CString::new(node.config.data_dir.as_os_str().as_bytes()) else {
+    let Ok(path) = std::ffi::CString::new(node.host.config.data_dir.as_os_str().as_bytes()) else {
         return 0;
     };
     // SAFETY: statvfs writes into the zeroed struct we own; the path is a valid C string.
@@ -43,7 +46,7 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
 /// Runs phone-home until cancelled.
 pub async fn run(node: Arc<NodeContext>, mut spec: PhoneHomeSpec, svc: ServiceCtx) -> Result<(), ServiceFailure> {
     node.set_phone_home_targets(spec.station.clone());
-    let timing = node.config.timing;
+    let timing = node.host.config.timing;
     let mut acknowledged = svc.acknowledged;
     let mut attempt: u32 = 0;
     let mut target = 0usize;
@@ -91,7 +94,7 @@ pub async fn run(node: Arc<NodeContext>, mut spec: PhoneHomeSpec, svc: ServiceCt
                 return Ok(());
             }
             _ = tokio::time::sleep(wait) => {}
-            _ = node.report_requested(), if acknowledged => {}
+            _ = node.host.report_requested(), if acknowledged => {}
         }
     }
 }
@@ -103,13 +106,17 @@ enum Reply {
 }
 
 async fn announce(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Result<Reply, String> {
-    let ch = node.peers.channel(addr).map_err(|e| e.to_string())?;
+    let ch = node.host.peers.channel(addr).map_err(|e| e.to_string())?;
     let mut client = StationClient::new(ch);
     let mut req = tonic::Request::new(pb::NodeUpRequest {
         cluster_id: spec.cluster_id.clone(),
-        node: Some(pb::Member { id: node.id, name: node.config.name.clone(), addr: node.config.advertise.clone() }),
+        node: Some(pb::Member {
+            id: node.host.id,
+            name: node.host.config.name.clone(),
+            addr: node.host.config.advertise.clone(),
+        }),
         capacity: capacity(node),
-        incarnation: node.incarnation,
+        incarnation: node.host.incarnation,
     });
     req.set_timeout(Duration::from_secs(10));
     let resp = client.node_up(req).await.map_err(|s| s.message().to_string())?.into_inner();
@@ -117,11 +124,39 @@ async fn announce(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resul
 }
 
 async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Result<Reply, String> {
-    let ch = node.peers.channel(addr).map_err(|e| e.to_string())?;
+    let ch = node.host.peers.channel(addr).map_err(|e| e.to_string())?;
     let mut client = StationClient::new(ch);
     let mut req = tonic::Request::new(node.heartbeat_request(&spec.cluster_id));
-    req.set_timeout(node.config.timing.liveness_interval() * 2);
+    req.set_timeout(node.host.config.timing.liveness_interval() * 2);
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();
-    node.peers.snapshot_rate().set_rate_mib(resp.snapshot_rate_mib);
+    node.host.peers.snapshot_rate().set_rate_mib(resp.snapshot_rate_mib);
     Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch, station: resp.station } } else { Reply::Unknown })
+}
+
+/// A station member's own heartbeat: recorded locally when it is the bondsmith, sent to the
+/// bondsmith otherwise.
+pub async fn station_member(node: Arc<NodeContext>, station: Arc<Station>, stop: CancellationToken) {
+    let interval = node.host.config.timing.liveness_interval();
+    loop {
+        let req = node.heartbeat_request(&station.spec.cluster_id);
+        if station.is_bondsmith() {
+            station.heartbeat(&req);
+            node.host.peers.snapshot_rate().set_rate_mib(station.view.with(|m| m.settings.snapshot_rate_mib));
+        } else if let Some(b) = station.bondsmith()
+            && let Ok(ch) = node.host.peers.channel(&b.addr)
+        {
+            let mut client = radiant_proto::station_client::StationClient::new(ch);
+            let mut request = tonic::Request::new(req);
+            request.set_timeout(interval);
+            match client.heartbeat(request).await {
+                Ok(r) => node.host.peers.snapshot_rate().set_rate_mib(r.into_inner().snapshot_rate_mib),
+                Err(e) => tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message()),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+            _ = node.host.report_requested() => {}
+        }
+    }
 }

@@ -17,14 +17,20 @@ use crate::api::RaftApi;
 use crate::api::StationApi;
 use crate::api::SupervisorApi;
 use crate::config::Config;
+use crate::host::Host;
 use crate::identity;
 use crate::node::NodeContext;
+use crate::order::OrderReplica;
 use crate::persist::PersistError;
 use crate::phone_home;
 use crate::raft::log_store;
+use crate::spec::OrderSpec;
 use crate::spec::ServiceSpec;
-use crate::station;
+use crate::spec::StationSpec;
+use crate::station::Station;
 use crate::supervisor::Runner;
+use crate::supervisor::ServiceCtx;
+use crate::supervisor::ServiceFailure;
 use crate::supervisor::Supervisor;
 use crate::supervisor::SupervisorError;
 
@@ -60,12 +66,40 @@ fn runner(node: Arc<NodeContext>) -> Runner {
         let node = node.clone();
         Box::pin(async move {
             match spec {
-                ServiceSpec::Station(s) => station::run(node, s, svc).await,
+                ServiceSpec::Station(s) => run_station(&node, s, &svc).await,
                 ServiceSpec::PhoneHome(p) => phone_home::run(node, p, svc).await,
-                ServiceSpec::OrderReplica(o) => crate::order::run(node, o, svc).await,
+                ServiceSpec::OrderReplica(o) => run_order(&node, o, &svc).await,
             }
         })
     })
+}
+
+/// Runs a station replica, published in the node context while it runs (the station and
+/// Raft APIs find it there), with the member's own heartbeats beside it.
+async fn run_station(node: &Arc<NodeContext>, spec: StationSpec, svc: &ServiceCtx) -> Result<(), ServiceFailure> {
+    let station = Station::start(&node.host, spec).await?;
+    node.set_station(Some(station.clone()));
+    let stop = svc.cancel.child_token();
+    let heartbeats = tokio::spawn(phone_home::station_member(node.clone(), station.clone(), stop.clone()));
+    let result = station.serve(&node.host, svc).await;
+    stop.cancel();
+    let _ = heartbeats.await;
+    node.set_station(None);
+    station.stop(&node.host).await;
+    result
+}
+
+/// Runs an order replica, published in the node context while it runs (the Kv and herald
+/// APIs and the heartbeat find it there).
+async fn run_order(node: &NodeContext, spec: OrderSpec, svc: &ServiceCtx) -> Result<(), ServiceFailure> {
+    let order = spec.order_id;
+    let replica = OrderReplica::start(&node.host, spec).await?;
+    node.set_order(order, Some(replica.clone()));
+    node.host.report_now();
+    let result = replica.serve(&node.host, svc).await;
+    node.set_order(order, None);
+    replica.stop(&node.host).await;
+    result
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then stops its services cleanly.
@@ -89,7 +123,7 @@ pub async fn run(
         .map_err(|e| ServerError::Storage { path: db_path.display().to_string(), reason: e.to_string() })?;
     tracing::info!(id = ident.id, name = %config.name, addr = %config.advertise, "radiantd starting");
 
-    let node = Arc::new(NodeContext::new(config.clone(), ident.id, ident.incarnation, db));
+    let node = Arc::new(NodeContext::new(Arc::new(Host::new(config.clone(), ident.id, ident.incarnation, db))));
     let supervisor = Supervisor::new(&config.data_dir, runner(node.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

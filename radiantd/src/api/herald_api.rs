@@ -92,7 +92,7 @@ impl HeraldRpc for HeraldApi {
                         .await
                         .map_err(|e| fail(&e))?;
                 }
-                self.node.report_now();
+                self.node.host.report_now();
                 return Ok(Response::new(pb::ReconfigureResponse {}));
             }
             Change::TransferLeader(to) => {
@@ -100,12 +100,12 @@ impl HeraldRpc for HeraldApi {
                 crate::raft::transfer_leadership(raft, to, timeout).await.map_err(|e| {
                     Status::unavailable(format!("order {}: leadership transfer failed: {e}", body.order_id))
                 })?;
-                self.node.report_now();
+                self.node.host.report_now();
                 return Ok(Response::new(pb::ReconfigureResponse {}));
             }
         };
         result.map_err(|e| Status::unavailable(format!("order {}: membership change failed: {e}", body.order_id)))?;
-        self.node.report_now();
+        self.node.host.report_now();
         Ok(Response::new(pb::ReconfigureResponse {}))
     }
 }

@@ -63,7 +63,7 @@ impl KvApi {
         }
         let mut last = self.node.no_route_status();
         for addr in self.node.phone_home_targets() {
-            let Ok(ch) = self.node.peers.channel(&addr) else { continue };
+            let Ok(ch) = self.node.host.peers.channel(&addr) else { continue };
             let mut req = Request::new(pb::GetMapRequest {});
             req.set_timeout(std::time::Duration::from_secs(5));
             match pb::station_client::StationClient::new(ch).get_map(req).await {
@@ -122,7 +122,7 @@ impl KvApi {
             if r.is_herald() {
                 return Ok(r);
             }
-            if let Some(addr) = r.herald_addr().filter(|a| *a != self.node.config.advertise) {
+            if let Some(addr) = r.herald_addr().filter(|a| *a != self.node.host.config.advertise) {
                 return Err(redirect(t.order, addr, t.map.epoch));
             }
         }
@@ -134,7 +134,7 @@ impl KvApi {
             .and_then(|o| o.herald)
             .and_then(|h| t.map.nodes.iter().find(|n| n.id == h))
             .map(|n| n.addr.clone())
-            .filter(|a| *a != self.node.config.advertise)
+            .filter(|a| *a != self.node.host.config.advertise)
             .unwrap_or_default();
         Err(redirect(t.order, addr, t.map.epoch))
     }

@@ -34,14 +34,14 @@ impl RaftApi {
     fn group(&self, cluster_id: &str, group: GroupId, from: u64, to: u64) -> Result<Registered, Status> {
         // A message meant for another node (an address now used by someone else) must not
         // reach this node's groups: openraft would take it as coming from a member.
-        if to != self.node.id {
+        if to != self.node.host.id {
             return Err(pb::refusal(
                 pb::ErrorCode::ClusterMismatch,
                 tonic::Code::PermissionDenied,
-                format!("raft message from node {from} for node {to}; this is node {}", self.node.id),
+                format!("raft message from node {from} for node {to}; this is node {}", self.node.host.id),
             ));
         }
-        let registered = self.node.registry.get(group).map_err(|e| Status::unavailable(e.to_string()))?;
+        let registered = self.node.host.registry.get(group).map_err(|e| Status::unavailable(e.to_string()))?;
         // A node of another cluster must never vote in or append to ours (order ids repeat).
         if registered.cluster_id != cluster_id {
             return Err(pb::refusal(

@@ -59,7 +59,7 @@ impl StationApi {
                 return Ok(Route::Local(station));
             }
             return match station.bondsmith() {
-                Some(b) if b.id != self.node.id && hops < MAX_HOPS => Ok(Route::Remote(vec![b.addr])),
+                Some(b) if b.id != self.node.host.id && hops < MAX_HOPS => Ok(Route::Remote(vec![b.addr])),
                 _ => Err(Status::unavailable("the station has no bondsmith right now (election in progress); retry")),
             };
         }
@@ -88,7 +88,7 @@ impl StationApi {
     {
         let mut last = Status::unavailable("no station address to forward to");
         for addr in targets {
-            let Ok(channel) = self.node.peers.channel(&addr) else {
+            let Ok(channel) = self.node.host.peers.channel(&addr) else {
                 continue;
             };
             let mut r = Request::new(req.clone());

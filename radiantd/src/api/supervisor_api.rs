@@ -54,19 +54,19 @@ impl SupervisorRpc for SupervisorApi {
         let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spawn request has no spec"))?;
         let spec = ServiceSpec::from_proto(spec).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let ServiceSpec::Station(s) = &spec
-            && !s.members.iter().any(|m| m.id == self.node.id)
+            && !s.members.iter().any(|m| m.id == self.node.host.id)
         {
             return Err(Status::invalid_argument(format!(
                 "node {} ({}) is not among the station members it was asked to join",
-                self.node.id, self.node.config.advertise
+                self.node.host.id, self.node.host.config.advertise
             )));
         }
         if let ServiceSpec::OrderReplica(o) = &spec
-            && !o.members.iter().any(|m| m.id == self.node.id)
+            && !o.members.iter().any(|m| m.id == self.node.host.id)
         {
             return Err(Status::invalid_argument(format!(
                 "node {} is not a member of order {}",
-                self.node.id, o.order_id
+                self.node.host.id, o.order_id
             )));
         }
         let name = spec.name();
@@ -97,7 +97,7 @@ impl SupervisorRpc for SupervisorApi {
                 tonic::Code::FailedPrecondition,
                 format!(
                     "cluster id mismatch: the request is for cluster {}, node {} belongs to cluster {mine}",
-                    body.cluster_id, self.node.config.advertise
+                    body.cluster_id, self.node.host.config.advertise
                 ),
             ));
         }
@@ -114,8 +114,8 @@ impl SupervisorRpc for SupervisorApi {
         if still {
             return Err(Status::unavailable(format!("the replica of group {order} is still stopping; retry")));
         }
-        let db = self.node.db.clone();
-        let data_dir = self.node.config.data_dir.clone();
+        let db = self.node.host.db.clone();
+        let data_dir = self.node.host.config.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             crate::raft::log_store::purge_group(&db, order).map_err(|e| e.to_string())?;
             if station {
@@ -128,7 +128,7 @@ impl SupervisorRpc for SupervisorApi {
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(format!("purging order {order}: {e}")))?;
         tracing::info!(group = order, "retired this node's replica of group {order} and deleted its data");
-        self.node.report_now();
+        self.node.host.report_now();
         Ok(Response::new(pb::RetireResponse { was_running: runs_it }))
     }
 
@@ -139,9 +139,9 @@ impl SupervisorRpc for SupervisorApi {
 
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::NodeStatus>, Status> {
         Ok(Response::new(pb::NodeStatus {
-            id: self.node.id,
-            name: self.node.config.name.clone(),
-            addr: self.node.config.advertise.clone(),
+            id: self.node.host.id,
+            name: self.node.host.config.name.clone(),
+            addr: self.node.host.config.advertise.clone(),
             cluster_id: self.supervisor.cluster_id().unwrap_or_default(),
             ready: self.node.is_ready(),
             version: env!("CARGO_PKG_VERSION").to_string(),

@@ -12,13 +12,13 @@ use openraft::BasicNode;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 
+use crate::host::Host;
 use crate::identity::NodeId;
-use crate::node::NodeContext;
+use crate::identity::OrderId;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
 use crate::raft::registry::RaftGroup;
 use crate::spec::OrderSpec;
-use crate::station::map::OrderId;
 use crate::supervisor::ServiceCtx;
 use crate::supervisor::ServiceFailure;
 use state_machine::KvStateMachine;
@@ -68,59 +68,65 @@ impl OrderReplica {
         let leader = m.current_leader?;
         m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
     }
-}
+    /// Opens the replica's log and state machine, starts its Raft group and registers it for
+    /// incoming Raft RPCs; the first members of a new order also initialize the group.
+    pub async fn start(host: &Host, spec: OrderSpec) -> Result<Arc<Self>, ServiceFailure> {
+        let order = spec.order_id;
+        let fail = |what: &str, e: &dyn std::fmt::Display| ServiceFailure(format!("order {order}: {what}: {e}"));
+        let me = host.id;
+        let config = crate::raft::openraft_config(&format!("{}-o{order}", spec.cluster_id), &host.config.timing)
+            .map_err(|e| fail("config", &e))?;
+        let sm = KvStateMachine::open(host.db.clone(), order, &host.config.data_dir)
+            .map_err(|e| fail("open state machine", &e))?;
+        let log = LogStore::new(host.db.clone(), order);
+        let network = NetworkFactory::new(host.peers.clone(), order, spec.cluster_id.clone(), me);
+        let raft =
+            OrderRaft::new(me, Arc::new(config), network, log, sm.clone()).await.map_err(|e| fail("start raft", &e))?;
+        let replica = Arc::new(OrderReplica { order, raft: raft.clone(), sm, spec: spec.clone(), me });
+        let group = RaftGroup::new(raft.clone(), replica.sm.snapshot_dir().clone());
+        host.registry.register(order, &spec.cluster_id, Arc::new(group));
 
-/// Runs an order replica until the supervisor cancels it.
-pub async fn run(node: Arc<NodeContext>, spec: OrderSpec, svc: ServiceCtx) -> Result<(), ServiceFailure> {
-    let order = spec.order_id;
-    let fail = |what: &str, e: &dyn std::fmt::Display| ServiceFailure(format!("order {order}: {what}: {e}"));
-    let me = node.id;
-    let config = crate::raft::openraft_config(&format!("{}-o{order}", spec.cluster_id), &node.config.timing)
-        .map_err(|e| fail("config", &e))?;
-    let sm = KvStateMachine::open(node.db.clone(), order, &node.config.data_dir)
-        .map_err(|e| fail("open state machine", &e))?;
-    let log = LogStore::new(node.db.clone(), order);
-    let network = NetworkFactory::new(node.peers.clone(), order, spec.cluster_id.clone(), me);
-    let raft =
-        OrderRaft::new(me, Arc::new(config), network, log, sm.clone()).await.map_err(|e| fail("start raft", &e))?;
-    let replica = Arc::new(OrderReplica { order, raft: raft.clone(), sm, spec: spec.clone(), me });
-    let group = RaftGroup::new(raft.clone(), replica.sm.snapshot_dir().clone());
-    node.registry.register(order, &spec.cluster_id, Arc::new(group));
-    node.set_order(order, Some(replica.clone()));
-
-    if spec.initialize && !raft.is_initialized().await.map_err(|e| fail("read state", &e))? {
-        let members: BTreeMap<NodeId, BasicNode> =
-            spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
-        if let Err(e) = raft.initialize(members).await {
-            tracing::info!(order, "order already initialized: {e}");
+        if spec.initialize && !raft.is_initialized().await.map_err(|e| fail("read state", &e))? {
+            let members: BTreeMap<NodeId, BasicNode> =
+                spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::info!(order, "order already initialized: {e}");
+            }
         }
+        Ok(replica)
     }
-    node.report_now();
 
-    let mut metrics = raft.metrics();
-    let mut was_herald = replica.is_herald();
-    let result = loop {
-        tokio::select! {
-            _ = svc.cancel.cancelled() => break Ok(()),
-            changed = metrics.changed() => {
-                if changed.is_err() {
-                    break Err(ServiceFailure(format!("order {order}: raft stopped")));
-                }
-                if let Err(e) = &metrics.borrow_watched().running_state {
-                    break Err(fail("raft fatal error", e));
-                }
-                let herald = replica.is_herald();
-                if herald != was_herald {
-                    was_herald = herald;
-                    tracing::info!(order, herald, "order leadership changed");
-                    // Register with the bondsmith now rather than at the next heartbeat.
-                    node.report_now();
+    /// Serves until the supervisor cancels the service or Raft stops, reporting to the
+    /// bondsmith at once whenever this replica becomes or stops being the herald.
+    pub async fn serve(&self, host: &Host, svc: &ServiceCtx) -> Result<(), ServiceFailure> {
+        let order = self.order;
+        let mut metrics = self.raft.metrics();
+        let mut was_herald = self.is_herald();
+        loop {
+            tokio::select! {
+                _ = svc.cancel.cancelled() => return Ok(()),
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        return Err(ServiceFailure(format!("order {order}: raft stopped")));
+                    }
+                    if let Err(e) = &metrics.borrow_watched().running_state {
+                        return Err(ServiceFailure(format!("order {order}: raft fatal error: {e}")));
+                    }
+                    let herald = self.is_herald();
+                    if herald != was_herald {
+                        was_herald = herald;
+                        tracing::info!(order, herald, "order leadership changed");
+                        // Register with the bondsmith now rather than at the next heartbeat.
+                        host.report_now();
+                    }
                 }
             }
         }
-    };
-    node.set_order(order, None);
-    node.registry.unregister(order);
-    let _ = raft.shutdown().await;
-    result
+    }
+
+    /// Unregisters the group and shuts Raft down.
+    pub async fn stop(&self, host: &Host) {
+        host.registry.unregister(self.order);
+        let _ = self.raft.shutdown().await;
+    }
 }

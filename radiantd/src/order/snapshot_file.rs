@@ -24,10 +24,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::snapshot_format::TRAILER_BYTES;
 use super::state_machine::OrderConfig;
+use crate::identity::OrderId;
 use crate::raft::snapshot_stream::ChunkStream;
 use crate::raft::snapshot_stream::SnapshotAssembler;
 use crate::raft::snapshot_stream::StreamedSnapshot;
-use crate::station::map::OrderId;
 
 /// An order's snapshot data as Raft passes it around: a handle on a complete file, never its
 /// contents.

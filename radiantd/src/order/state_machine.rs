@@ -42,8 +42,8 @@ use super::snapshot_file::SnapshotFile;
 use super::snapshot_format::SnapshotHeader;
 use super::snapshot_format::SnapshotReader;
 use super::snapshot_format::SnapshotWriter;
+use crate::identity::OrderId;
 use crate::raft::codec;
-use crate::station::map::OrderId;
 
 /// A write to an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,8 +53,7 @@ pub enum Intent {
     Removed,
 }
 
-/// An order id; orders are numbered from 1.
-pub type OrderId = u64;
+pub use crate::identity::OrderId;
 
 /// The group id the station's Raft group goes by where a group is named (replacements, replica
 /// starts and retirements): order ids start at 1, and the transport already names the

@@ -22,8 +22,8 @@ use crate::coordinator::Announce;
 use crate::coordinator::BootstrapPlan;
 use crate::coordinator::Observed;
 use crate::coordinator::runtime;
+use crate::host::Host;
 use crate::identity::NodeId;
-use crate::node::NodeContext;
 use crate::raft::STATION_GROUP;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::NetworkFactory;
@@ -166,78 +166,89 @@ impl Station {
     }
 }
 
-/// Runs a station replica until the supervisor cancels it.
-pub async fn run(node: Arc<NodeContext>, spec: StationSpec, svc: ServiceCtx) -> Result<(), ServiceFailure> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| ServiceFailure(format!("station: {what}: {e}"));
-    let me = node.id;
-    if !spec.members.iter().any(|m| m.id == me) {
-        return Err(ServiceFailure(format!("station: this node ({me}) is not a member of the station it was given")));
-    }
-    let config = crate::raft::openraft_config(&spec.cluster_id, &node.config.timing).map_err(|e| fail("config", &e))?;
-    let (sm, view) = StationStateMachine::open(node.db.clone()).map_err(|e| fail("open state machine", &e))?;
-    let log = LogStore::new(node.db.clone(), STATION_GROUP);
-    let network = NetworkFactory::new(node.peers.clone(), STATION_GROUP, spec.cluster_id.clone(), me);
-    let raft = StationRaft::new(me, Arc::new(config), network, log, sm).await.map_err(|e| fail("start raft", &e))?;
-
-    let station = Arc::new(Station {
-        raft: raft.clone(),
-        view,
-        spec: spec.clone(),
-        me,
-        clock: Instant::now(),
-        observed: Mutex::new(Observed::new(
-            me,
-            BootstrapPlan {
-                cluster_id: spec.cluster_id.clone(),
-                shards: spec.shards,
-                replicas: spec.replicas,
-                station: spec.members.clone(),
-            },
-            (spec.max_key_bytes, spec.max_value_bytes),
-        )),
-        wake: Notify::new(),
-    });
-    node.registry.register(STATION_GROUP, &spec.cluster_id, Arc::new(RaftGroup::new(raft.clone(), ())));
-    node.set_station(Some(station.clone()));
-
-    // Every member initializes with the same membership: the first to run creates the
-    // initial config, the others find it (or receive it) and their call is a no-op.
-    // A replacement joins as a learner: the bondsmith adds it, and it must not initialize a
-    // group of its own (that would be a second, conflicting log).
-    let initialized = raft.is_initialized().await.map_err(|e| fail("read state", &e))?;
-    if !initialized && !spec.join {
-        let members: BTreeMap<NodeId, BasicNode> =
-            spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
-        if let Err(e) = raft.initialize(members).await {
-            tracing::info!("station already initialized: {e}");
+impl Station {
+    /// Opens the station's log and map, starts its Raft group and registers it for incoming
+    /// Raft RPCs; a bootstrap member initializes the group, a replacement waits to be added.
+    pub async fn start(host: &Host, spec: StationSpec) -> Result<Arc<Self>, ServiceFailure> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| ServiceFailure(format!("station: {what}: {e}"));
+        let me = host.id;
+        if !spec.members.iter().any(|m| m.id == me) {
+            return Err(ServiceFailure(format!(
+                "station: this node ({me}) is not a member of the station it was given"
+            )));
         }
-    }
+        let config =
+            crate::raft::openraft_config(&spec.cluster_id, &host.config.timing).map_err(|e| fail("config", &e))?;
+        let (sm, view) = StationStateMachine::open(host.db.clone()).map_err(|e| fail("open state machine", &e))?;
+        let log = LogStore::new(host.db.clone(), STATION_GROUP);
+        let network = NetworkFactory::new(host.peers.clone(), STATION_GROUP, spec.cluster_id.clone(), me);
+        let raft =
+            StationRaft::new(me, Arc::new(config), network, log, sm).await.map_err(|e| fail("start raft", &e))?;
 
-    let stop = svc.cancel.child_token();
-    let leadership = tokio::spawn(follow_leadership(station.clone(), node.peers.clone(), stop.clone()));
-    let liveness = tokio::spawn(station_liveness(node.clone(), station.clone(), stop.clone()));
+        let station = Arc::new(Station {
+            raft: raft.clone(),
+            view,
+            spec: spec.clone(),
+            me,
+            clock: Instant::now(),
+            observed: Mutex::new(Observed::new(
+                me,
+                BootstrapPlan {
+                    cluster_id: spec.cluster_id.clone(),
+                    shards: spec.shards,
+                    replicas: spec.replicas,
+                    station: spec.members.clone(),
+                },
+                (spec.max_key_bytes, spec.max_value_bytes),
+            )),
+            wake: Notify::new(),
+        });
+        host.registry.register(STATION_GROUP, &spec.cluster_id, Arc::new(RaftGroup::new(raft.clone(), ())));
 
-    let mut metrics = raft.metrics();
-    let result = loop {
-        tokio::select! {
-            _ = svc.cancel.cancelled() => break Ok(()),
-            changed = metrics.changed() => {
-                if changed.is_err() {
-                    break Err(ServiceFailure("station: raft stopped".into()));
-                }
-                if let Err(e) = &metrics.borrow_watched().running_state {
-                    break Err(fail("raft fatal error", e));
-                }
+        // Every member initializes with the same membership: the first to run creates the
+        // initial config, the others find it (or receive it) and their call is a no-op.
+        // A replacement joins as a learner: the bondsmith adds it, and it must not initialize a
+        // group of its own (that would be a second, conflicting log).
+        let initialized = raft.is_initialized().await.map_err(|e| fail("read state", &e))?;
+        if !initialized && !spec.join {
+            let members: BTreeMap<NodeId, BasicNode> =
+                spec.members.iter().map(|m| (m.id, BasicNode::new(&m.addr))).collect();
+            if let Err(e) = raft.initialize(members).await {
+                tracing::info!("station already initialized: {e}");
             }
         }
-    };
-    stop.cancel();
-    let _ = leadership.await;
-    let _ = liveness.await;
-    node.set_station(None);
-    node.registry.unregister(STATION_GROUP);
-    let _ = raft.shutdown().await;
-    result
+        Ok(station)
+    }
+
+    /// Serves until the supervisor cancels the service or Raft stops; while this replica
+    /// leads, the recovery coordinator runs beside it.
+    pub async fn serve(self: &Arc<Self>, host: &Host, svc: &ServiceCtx) -> Result<(), ServiceFailure> {
+        let stop = svc.cancel.child_token();
+        let leadership = tokio::spawn(follow_leadership(self.clone(), host.peers.clone(), stop.clone()));
+        let mut metrics = self.raft.metrics();
+        let result = loop {
+            tokio::select! {
+                _ = svc.cancel.cancelled() => break Ok(()),
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        break Err(ServiceFailure("station: raft stopped".into()));
+                    }
+                    if let Err(e) = &metrics.borrow_watched().running_state {
+                        break Err(ServiceFailure(format!("station: raft fatal error: {e}")));
+                    }
+                }
+            }
+        };
+        stop.cancel();
+        let _ = leadership.await;
+        result
+    }
+
+    /// Unregisters the group and shuts Raft down.
+    pub async fn stop(&self, host: &Host) {
+        host.registry.unregister(STATION_GROUP);
+        let _ = self.raft.shutdown().await;
+    }
 }
 
 /// Starts the coordinator while this replica leads, stops it when it does not.
@@ -276,33 +287,5 @@ async fn follow_leadership(station: Arc<Station>, peers: crate::raft::network::P
     if let Some((task, token)) = running.take() {
         token.cancel();
         let _ = task.await;
-    }
-}
-
-/// A station member's own heartbeat: recorded locally when it is the bondsmith, sent to the
-/// bondsmith otherwise.
-async fn station_liveness(node: Arc<NodeContext>, station: Arc<Station>, stop: CancellationToken) {
-    let interval = node.config.timing.liveness_interval();
-    loop {
-        let req = node.heartbeat_request(&station.spec.cluster_id);
-        if station.is_bondsmith() {
-            station.heartbeat(&req);
-            node.peers.snapshot_rate().set_rate_mib(station.view.with(|m| m.settings.snapshot_rate_mib));
-        } else if let Some(b) = station.bondsmith()
-            && let Ok(ch) = node.peers.channel(&b.addr)
-        {
-            let mut client = radiant_proto::station_client::StationClient::new(ch);
-            let mut request = tonic::Request::new(req);
-            request.set_timeout(interval);
-            match client.heartbeat(request).await {
-                Ok(r) => node.peers.snapshot_rate().set_rate_mib(r.into_inner().snapshot_rate_mib),
-                Err(e) => tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message()),
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-            _ = node.report_requested() => {}
-        }
     }
 }
