@@ -1,6 +1,7 @@
 //! An order replica: one member of an order's Raft group, serving its shards' data.
 //! Its leader is the order's herald; it tells the bondsmith at once when leadership moves.
 
+pub mod shard_move;
 pub mod snapshot_file;
 pub mod snapshot_format;
 pub mod state_machine;

@@ -37,6 +37,13 @@ use redb::TableHandle;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::shard_move::ExportChunk;
+use super::shard_move::ExportError;
+use super::shard_move::ExportMode;
+use super::shard_move::MoveCursor;
+use super::shard_move::MoveRow;
+use super::shard_move::MoveState;
+use super::shard_move::ShardStats;
 use super::snapshot_file::SnapshotDir;
 use super::snapshot_file::SnapshotFile;
 use super::snapshot_format::SnapshotHeader;
@@ -82,6 +89,56 @@ pub enum KvCommand {
         /// Map epoch the herald decided on.
         epoch: u64,
     },
+    // New variants go last: postcard numbers variants, and old logs must still decode.
+    /// Source of a move: from here on, writes to `shard` are recorded in its dirty table.
+    Track {
+        /// Shard.
+        shard: u32,
+        /// Move id (the map epoch the move began at).
+        move_id: u64,
+    },
+    /// Source of a cancelled move: stop recording and drop the dirty table.
+    Untrack {
+        /// Shard.
+        shard: u32,
+        /// Move id.
+        move_id: u64,
+    },
+    /// Destination of a move: start receiving `shard`, dropping leftovers of an earlier attempt.
+    Prepare {
+        /// Shard.
+        shard: u32,
+        /// Move id.
+        move_id: u64,
+    },
+    /// Destination: rows pulled from the source, and where the pull stands after them.
+    Ingest {
+        /// Shard.
+        shard: u32,
+        /// Move id.
+        move_id: u64,
+        /// Rows (`None`: deleted at the source).
+        rows: Vec<MoveRow>,
+        /// The pull's progress once these rows are in.
+        cursor: MoveCursor,
+    },
+    /// Destination: the rows are complete if their stats equal the frozen source's.
+    Seal {
+        /// Shard.
+        shard: u32,
+        /// Move id.
+        move_id: u64,
+        /// The frozen source's stats.
+        digest: ShardStats,
+    },
+    /// Either side, once the order does not serve `shard`: delete its rows and move state
+    /// (the source after the destination serves, the destination after a cancel).
+    Drop {
+        /// Shard.
+        shard: u32,
+        /// Move id.
+        move_id: u64,
+    },
 }
 
 impl fmt::Display for KvCommand {
@@ -93,6 +150,14 @@ impl fmt::Display for KvCommand {
             KvCommand::Delete { shard, key } => write!(f, "delete shard {shard} key {}", String::from_utf8_lossy(key)),
             KvCommand::Acquire { shards, epoch } => write!(f, "acquire shards {shards:?} at epoch {epoch}"),
             KvCommand::Release { shards, epoch } => write!(f, "release shards {shards:?} at epoch {epoch}"),
+            KvCommand::Track { shard, move_id } => write!(f, "track shard {shard} for move {move_id}"),
+            KvCommand::Untrack { shard, move_id } => write!(f, "untrack shard {shard} for move {move_id}"),
+            KvCommand::Prepare { shard, move_id } => write!(f, "prepare to receive shard {shard} in move {move_id}"),
+            KvCommand::Ingest { shard, move_id, rows, .. } => {
+                write!(f, "ingest {} rows of shard {shard} in move {move_id}", rows.len())
+            }
+            KvCommand::Seal { shard, move_id, .. } => write!(f, "seal shard {shard} in move {move_id}"),
+            KvCommand::Drop { shard, move_id } => write!(f, "drop shard {shard} after move {move_id}"),
         }
     }
 }
@@ -104,6 +169,9 @@ pub struct KvResponse {
     pub existed: bool,
     /// The write was refused: the order does not serve its shard (not yet, or no longer).
     pub wrong_shard: bool,
+    /// A move command changed nothing: another move's id, the wrong side, or (Seal) rows
+    /// that do not match the source's digest.
+    pub refused: bool,
 }
 
 openraft::declare_raft_types!(
@@ -237,6 +305,32 @@ impl KvStateMachine {
     /// The shards this order serves, per its applied log.
     pub fn owned(&self) -> io::Result<BTreeSet<u32>> {
         Ok(self.meta::<Applied>(APPLIED)?.unwrap_or_default().owned)
+    }
+
+    /// Keys, bytes and digest of each shard table of this order, per its applied log.
+    pub fn stats(&self) -> io::Result<BTreeMap<u32, ShardStats>> {
+        Ok(BTreeMap::new())
+    }
+
+    /// The order's move state, per its applied log.
+    pub fn move_state(&self) -> io::Result<MoveState> {
+        Ok(MoveState::default())
+    }
+
+    /// One chunk of `shard` for the destination of move `move_id`, read in one read
+    /// transaction: rows after `after_key` (base: the table; delta: keys written after the
+    /// index), about `limit_bytes` of them but at least one. Refused unless this replica's
+    /// applied log tracks the shard for that move.
+    pub fn export(
+        &self,
+        shard: u32,
+        move_id: u64,
+        mode: ExportMode,
+        after_key: Option<&[u8]>,
+        limit_bytes: usize,
+    ) -> Result<ExportChunk, ExportError> {
+        let _ = (mode, after_key, limit_bytes);
+        Err(ExportError::NotTracking { order: self.order, shard, move_id })
     }
 
     /// Which of this order's shard tables hold data.
@@ -506,14 +600,22 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
                             let name = table_name(order, *shard);
                             let mut t = txn.open_table(shard_table(&name)).map_err(io_err)?;
                             let existed = t.insert(key.as_slice(), value.as_slice()).map_err(io_err)?.is_some();
-                            KvResponse { existed, wrong_shard: false }
+                            KvResponse { existed, ..Default::default() }
                         }
                         EntryPayload::Normal(KvCommand::Delete { shard, key }) => {
                             let name = table_name(order, *shard);
                             let mut t = txn.open_table(shard_table(&name)).map_err(io_err)?;
                             let existed = t.remove(key.as_slice()).map_err(io_err)?.is_some();
-                            KvResponse { existed, wrong_shard: false }
+                            KvResponse { existed, ..Default::default() }
                         }
+                        EntryPayload::Normal(
+                            KvCommand::Track { .. }
+                            | KvCommand::Untrack { .. }
+                            | KvCommand::Prepare { .. }
+                            | KvCommand::Ingest { .. }
+                            | KvCommand::Seal { .. }
+                            | KvCommand::Drop { .. },
+                        ) => KvResponse { refused: true, ..Default::default() },
                         EntryPayload::Membership(m) => {
                             applied.last_membership =
                                 StoredMembershipOf::<OrderConfig>::new(Some(entry.log_id), m.clone());
