@@ -150,6 +150,21 @@ enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Move shards, with their data, until order shard counts differ by at most one (the
+    /// placement that moves the fewest bytes). Shows the plan, then the progress.
+    Rebalance {
+        /// Print the plan (each move's shard, orders, keys, bytes, ETA) and change nothing.
+        #[arg(long, conflicts_with = "cancel")]
+        dry_run: bool,
+        /// Cancel the queued moves and those not switched yet (switched ones finish).
+        #[arg(long)]
+        cancel: bool,
+        /// Return once the bondsmith has queued the moves, without following them.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show the shard moves under way (phase, bytes done of total) and those queued.
+    Moves,
     /// Show the journal of recovery actions.
     Events {
         /// Show at most this many recent entries (0: all).
@@ -247,6 +262,12 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             let wait = (!no_wait).then_some(wait);
             cmd::intent::run(&endpoint, cli.output, &node, cmd::intent::Ask::Remove, wait).await?
         }
+        Command::Rebalance { dry_run, cancel, no_wait } => {
+            // Moving data takes longer than an election: follow for at least an hour.
+            let wait = (!no_wait).then_some(wait.max(Duration::from_secs(3600)));
+            cmd::rebalance::rebalance(&endpoint, cli.output, dry_run, cancel, wait).await?
+        }
+        Command::Moves => cmd::rebalance::moves(&endpoint, cli.output).await?,
         Command::Set { name, value } => cmd::settings::set(&endpoint, cli.output, &name, &value).await?,
         Command::Events { limit, explain, node, order, shard } => {
             let explain = explain.then_some(cmd::show::Explain { node, order, shard });

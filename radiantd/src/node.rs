@@ -113,6 +113,12 @@ impl NodeContext {
         }
     }
 
+    /// Forgets the cached map: an order refused a shard the map gave it (a move switched), so
+    /// the next request fetches the map again instead of routing by the old one.
+    pub fn invalidate_map(&self) {
+        *self.map_cache.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// Records the cluster this node belongs to, as soon as its supervisor runs (or is about to
     /// relaunch) a service of that cluster.
     pub fn set_cluster_id(&self, cluster_id: Option<String>) {

@@ -130,6 +130,7 @@ async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resu
     req.set_timeout(node.host.config.timing.liveness_interval() * 2);
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();
     node.host.peers.snapshot_rate().set_rate_mib(resp.snapshot_rate_mib);
+    node.host.peers.move_rate().set_rate_mib(resp.move_rate_mib);
     Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch, station: resp.station } } else { Reply::Unknown })
 }
 
@@ -141,7 +142,9 @@ pub async fn station_member(node: Arc<NodeContext>, station: Arc<Station>, stop:
         let req = node.heartbeat_request(&station.spec.cluster_id);
         if station.is_bondsmith() {
             station.heartbeat(&req);
-            node.host.peers.snapshot_rate().set_rate_mib(station.view.with(|m| m.settings.snapshot_rate_mib));
+            let (snapshots, moves) = station.view.with(|m| (m.settings.snapshot_rate_mib, m.settings.move_rate_mib));
+            node.host.peers.snapshot_rate().set_rate_mib(snapshots);
+            node.host.peers.move_rate().set_rate_mib(moves);
         } else if let Some(b) = station.bondsmith()
             && let Ok(ch) = node.host.peers.channel(&b.addr)
         {
@@ -149,7 +152,11 @@ pub async fn station_member(node: Arc<NodeContext>, station: Arc<Station>, stop:
             let mut request = tonic::Request::new(req);
             request.set_timeout(interval);
             match client.heartbeat(request).await {
-                Ok(r) => node.host.peers.snapshot_rate().set_rate_mib(r.into_inner().snapshot_rate_mib),
+                Ok(r) => {
+                    let r = r.into_inner();
+                    node.host.peers.snapshot_rate().set_rate_mib(r.snapshot_rate_mib);
+                    node.host.peers.move_rate().set_rate_mib(r.move_rate_mib);
+                }
                 Err(e) => tracing::debug!("heartbeat to bondsmith {} failed: {}", b.addr, e.message()),
             }
         }

@@ -6,5 +6,6 @@ pub mod demo;
 pub mod intent;
 pub mod join;
 pub mod kv;
+pub mod rebalance;
 pub mod settings;
 pub mod show;

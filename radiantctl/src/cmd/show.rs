@@ -37,7 +37,8 @@ pub fn map_json(m: &pb::ClusterMap) -> Value {
             "replacing": o.replacing.map(|id| id.to_string()),
             "retired": o.retired.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "shards": {"total": m.shards_total, "assigned": m.shards_assigned, "moving": m.moving.len()},
+        "shards": {"total": m.shards_total, "assigned": m.shards_assigned, "moving": m.moves.len()},
+        "moves": m.moves.iter().map(crate::cmd::rebalance::move_json).collect::<Vec<_>>(),
         "replicas": m.replicas,
     })
 }
@@ -160,7 +161,20 @@ pub fn print_status(m: &pb::ClusterMap) {
 
 /// `radiantctl status`.
 pub async fn status(endpoint: &str, output: Output) -> Result<()> {
-    let m = client::get_map(&[endpoint.to_string()]).await?;
+    let mut m = client::get_map(&[endpoint.to_string()]).await?;
+    if !m.moves.is_empty() {
+        // Only the bondsmith knows how far each destination has got.
+        if let Ok(mut station) = client::station(endpoint)
+            && let Ok(live) = station.moves(pb::MovesRequest {}).await
+        {
+            let live = live.into_inner();
+            for mv in &mut m.moves {
+                if let Some(l) = live.moves.iter().find(|l| l.shard == mv.shard && l.id == mv.id) {
+                    mv.bytes_done = l.bytes_done;
+                }
+            }
+        }
+    }
     match output {
         Output::Json => print_json(&map_json(&m)),
         Output::Table => print_status(&m),

@@ -170,7 +170,10 @@ impl KvApi {
         let res = r.raft.client_write(cmd).await;
         tracing::trace!(order = t.order, us = started.elapsed().as_micros() as u64, "client_write");
         match res {
-            Ok(resp) if resp.data.wrong_shard => Err(handing_over(t)),
+            Ok(resp) if resp.data.wrong_shard => {
+                self.node.invalidate_map();
+                Err(handing_over(t))
+            }
             Ok(resp) => Ok(resp.data.existed),
             Err(e) => Err(write_failure(t.order, t.map.epoch, e)),
         }
@@ -205,8 +208,13 @@ fn handing_over(t: &Target) -> Status {
 }
 
 /// Refuses a linearizable read of a shard the order's log says it does not serve.
-fn check_owned(r: &OrderReplica, t: &Target, stale: bool) -> Result<(), Status> {
-    if stale || r.sm.owned().map_err(internal)?.contains(&t.shard) { Ok(()) } else { Err(handing_over(t)) }
+fn check_owned(node: &NodeContext, r: &OrderReplica, t: &Target, stale: bool) -> Result<(), Status> {
+    if stale || r.sm.owned().map_err(internal)?.contains(&t.shard) {
+        Ok(())
+    } else {
+        node.invalidate_map();
+        Err(handing_over(t))
+    }
 }
 
 fn internal(e: std::io::Error) -> Status {
@@ -219,7 +227,7 @@ impl Kv for KvApi {
         let req = req.into_inner();
         let t = self.target_of_key(&req.key).await?;
         let r = self.reader(&t, req.stale).await?;
-        check_owned(&r, &t, req.stale)?;
+        check_owned(&self.node, &r, &t, req.stale)?;
         let value = r.sm.get(t.shard, &req.key).map_err(internal)?;
         Ok(Response::new(pb::GetResponse { value }))
     }
@@ -252,7 +260,7 @@ impl Kv for KvApi {
         let limit = if req.limit == 0 { MAX_SCAN } else { req.limit.min(MAX_SCAN) };
         let t = self.target_of_shard(shard).await?;
         let r = self.reader(&t, req.stale).await?;
-        check_owned(&r, &t, req.stale)?;
+        check_owned(&self.node, &r, &t, req.stale)?;
         let items =
             r.sm.scan(shard, &req.prefix, limit as usize)
                 .map_err(internal)?

@@ -28,7 +28,11 @@ use crate::station::map::MapChange;
 use crate::station::map::MemberInfo;
 use crate::station::map::StationCommand;
 use crate::station::map::StationResponse;
+use crate::station::moves::MovePhase;
+use crate::station::moves::PlannedMove;
+use crate::station::moves::ShardMove;
 use crate::station::settings::SettingInfo;
+use crate::station::settings::Settings;
 
 const HOPS: &str = "x-radiant-hops";
 const MAX_HOPS: u32 = 2;
@@ -170,8 +174,112 @@ pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
         shard_orders: map.shard_orders.clone(),
         max_key_bytes: map.max_key_bytes,
         max_value_bytes: map.max_value_bytes,
-        moving: map.moving.iter().map(|(s, o)| (*s, *o)).collect(),
+        moving: map.moves.iter().map(|(s, m)| (*s, m.to)).collect(),
+        moves: map.moves.iter().map(|(s, m)| move_to_proto(*s, m, 0)).collect(),
+        moves_queued: map.planned_moves.len() as u32,
     }
+}
+
+fn move_to_proto(shard: u32, m: &ShardMove, bytes_done: u64) -> pb::MoveInfo {
+    pb::MoveInfo {
+        shard,
+        from: m.from,
+        to: m.to,
+        phase: m.phase.to_string(),
+        bytes_done: bytes_done.min(m.bytes.max(bytes_done)),
+        bytes_total: m.bytes,
+        id: m.id,
+        keys_total: m.keys,
+    }
+}
+
+fn planned_to_proto(p: &PlannedMove, settings: &Settings) -> pb::PlannedMove {
+    pb::PlannedMove {
+        shard: p.shard,
+        from: p.from,
+        to: p.to,
+        keys: p.keys,
+        bytes: p.bytes,
+        eta_s: crate::coordinator::moves::eta_s(p.bytes, settings),
+    }
+}
+
+/// A rebalance's answer: the moves with their ETAs, and the totals.
+fn rebalance_response(epoch: u64, moves: &[PlannedMove], settings: &Settings) -> pb::RebalanceResponse {
+    let moves: Vec<pb::PlannedMove> = moves.iter().map(|p| planned_to_proto(p, settings)).collect();
+    let total_bytes = moves.iter().map(|m| m.bytes).sum();
+    let eta_s = crate::coordinator::moves::total_eta_s(&moves.iter().map(|m| m.eta_s).collect::<Vec<_>>(), settings);
+    pb::RebalanceResponse { epoch, moves, total_bytes, eta_s, cancelled: 0 }
+}
+
+/// The plan of a rebalance on this map, from the heralds' reports.
+fn plan_rebalance(map: &ClusterMap, obs: &Observed) -> Result<Vec<PlannedMove>, Status> {
+    if map.orders.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let sizes = crate::coordinator::moves::shard_sizes(map, obs).ok_or_else(|| {
+        pb::refusal(
+            pb::ErrorCode::Retry,
+            tonic::Code::Unavailable,
+            "not every order has reported its shards to this bondsmith yet; retry".to_string(),
+        )
+    })?;
+    Ok(crate::coordinator::rebalance_plan(map, &sizes))
+}
+
+async fn rebalance_local(station: &Station, body: pb::RebalanceRequest) -> Result<pb::RebalanceResponse, Status> {
+    let map = StationApi::linearizable_map(station).await?;
+    if body.cancel {
+        let pending = map.planned_moves.len() + map.moves.values().filter(|m| m.phase != MovePhase::Switched).count();
+        if pending == 0 {
+            return Ok(pb::RebalanceResponse { epoch: map.epoch, ..Default::default() });
+        }
+        let (n, epoch) = commit_operator_change(station, |map, _| {
+            let n = map.planned_moves.len() + map.moves.values().filter(|m| m.phase != MovePhase::Switched).count();
+            Ok((MapChange::CancelMoves, "operator: radiantctl rebalance --cancel".to_string(), n as u32))
+        })
+        .await?;
+        return Ok(pb::RebalanceResponse { epoch, cancelled: n, ..Default::default() });
+    }
+    if body.dry_run {
+        let plan = plan_rebalance(&map, &station.observations())?;
+        return Ok(rebalance_response(map.epoch, &plan, &map.settings));
+    }
+    let plan = plan_rebalance(&map, &station.observations())?;
+    if plan.is_empty() {
+        return Ok(rebalance_response(map.epoch, &plan, &map.settings));
+    }
+    let (plan, epoch) = commit_operator_change(station, |map, obs| {
+        let plan = plan_rebalance(map, obs)?;
+        let bytes: u64 = plan.iter().map(|m| m.bytes).sum();
+        let reason = format!("operator: radiantctl rebalance ({} moves, {bytes} bytes)", plan.len());
+        Ok((MapChange::PlanMoves { moves: plan.clone() }, reason, plan))
+    })
+    .await?;
+    Ok(rebalance_response(epoch, &plan, &map.settings))
+}
+
+fn moves_local(station: &Station) -> pb::MovesResponse {
+    let map = station.view.map();
+    let obs = station.observations();
+    let moves = map
+        .moves
+        .iter()
+        .map(|(s, m)| {
+            let done = match m.phase {
+                MovePhase::Switched => m.bytes,
+                _ => obs
+                    .shard_reports
+                    .get(&m.to)
+                    .and_then(|r| r.incoming.get(s))
+                    .filter(|i| i.move_id == m.id)
+                    .map_or(0, |i| i.bytes_done),
+            };
+            move_to_proto(*s, m, done)
+        })
+        .collect();
+    let queued = map.planned_moves.iter().map(|p| planned_to_proto(p, &map.settings)).collect();
+    pb::MovesResponse { epoch: map.epoch, moves, queued }
 }
 
 fn setting_to_proto(s: SettingInfo) -> pb::Setting {
@@ -296,11 +404,17 @@ impl StationRpc for StationApi {
             Route::Local(station) => {
                 Self::check_cluster(&station, &body.cluster_id, &format!("node {}", body.addr))?;
                 let known = station.heartbeat(&body);
-                let (epoch, station_addrs, snapshot_rate_mib) = station.view.with(|m| {
+                let (epoch, station_addrs, settings) = station.view.with(|m| {
                     let addrs = m.station.iter().filter_map(|id| m.nodes.get(id)).map(|n| n.addr.clone()).collect();
-                    (m.epoch, addrs, m.settings.snapshot_rate_mib)
+                    (m.epoch, addrs, m.settings.clone())
                 });
-                Ok(Response::new(pb::HeartbeatResponse { epoch, known, station: station_addrs, snapshot_rate_mib }))
+                Ok(Response::new(pb::HeartbeatResponse {
+                    epoch,
+                    known,
+                    station: station_addrs,
+                    snapshot_rate_mib: settings.snapshot_rate_mib,
+                    move_rate_mib: settings.move_rate_mib,
+                }))
             }
         }
     }
@@ -420,6 +534,31 @@ impl StationRpc for StationApi {
                 let id = body.node_id;
                 let check = |map: &ClusterMap, obs: &Observed| crate::coordinator::can_remove(map, obs, id);
                 Ok(Response::new(commit_intent(&station, id, Intent::Remove, "remove", check).await?))
+            }
+        }
+    }
+
+    async fn rebalance(&self, req: Request<pb::RebalanceRequest>) -> Result<Response<pb::RebalanceResponse>, Status> {
+        let hops = hops(&req);
+        let body = req.into_inner();
+        match self.route(hops)? {
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.rebalance(r).await }).await
+            }
+            Route::Local(station) => Ok(Response::new(rebalance_local(&station, body).await?)),
+        }
+    }
+
+    async fn moves(&self, req: Request<pb::MovesRequest>) -> Result<Response<pb::MovesResponse>, Status> {
+        let hops = hops(&req);
+        let body = req.into_inner();
+        match self.route(hops)? {
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.moves(r).await }).await
+            }
+            Route::Local(station) => {
+                StationApi::linearizable_map(&station).await?;
+                Ok(Response::new(moves_local(&station)))
             }
         }
     }

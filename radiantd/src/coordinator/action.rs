@@ -90,6 +90,15 @@ pub enum HeraldCmd {
         /// The map epoch of the decision.
         epoch: u64,
     },
+    /// A step of a shard move on this order (see [`MoveStep`]).
+    Move {
+        /// What to do.
+        step: MoveStep,
+        /// The shard.
+        shard: u32,
+        /// The move (its fencing token).
+        move_id: u64,
+    },
 }
 
 /// What an I/O action acts on: the runtime runs one action per key at a time, and the planner
@@ -104,6 +113,8 @@ pub enum ActionKey {
     Node(NodeId),
     /// Which shards an order serves.
     Shards(OrderId),
+    /// A move's step on one order.
+    Move(OrderId, u32),
 }
 
 impl Action {
@@ -115,6 +126,7 @@ impl Action {
                 Some(ActionKey::Replica(node.id, *order))
             }
             Action::Herald { order, cmd: HeraldCmd::Shards { .. }, .. } => Some(ActionKey::Shards(*order)),
+            Action::Herald { order, cmd: HeraldCmd::Move { shard, .. }, .. } => Some(ActionKey::Move(*order, *shard)),
             Action::Herald { order, .. } => Some(ActionKey::Membership(*order)),
             Action::StopServices { node, .. } => Some(ActionKey::Node(node.id)),
         }
@@ -132,6 +144,7 @@ impl Action {
             Action::Herald { cmd: HeraldCmd::RemoveLearner(_), .. } => "remove_learner",
             Action::Herald { cmd: HeraldCmd::TransferLeader(_), .. } => "transfer_leader",
             Action::Herald { cmd: HeraldCmd::Shards { .. }, .. } => "serve_shards",
+            Action::Herald { cmd: HeraldCmd::Move { step, .. }, .. } => step.kind(),
         }
     }
 
@@ -160,6 +173,12 @@ impl Action {
                     }
                     HeraldCmd::Shards { acquire, release, .. } => {
                         s.shards.extend(acquire.iter().chain(release).copied())
+                    }
+                    HeraldCmd::Move { step, shard, .. } => {
+                        s.shards.insert(*shard);
+                        if let MoveStep::Pull { from, .. } = step {
+                            s.orders.insert(*from);
+                        }
                     }
                 }
             }
@@ -208,6 +227,14 @@ impl fmt::Display for Action {
                 write!(f, "hand the leadership of {} to node {n}", group_name(*order))
             }
             Action::StopServices { node, .. } => write!(f, "stop every service on {}", node.name),
+            Action::Herald { order, cmd: HeraldCmd::Move { step, shard, move_id }, .. } => match step {
+                MoveStep::Track => write!(f, "order {order} records the writes to shard {shard} (move {move_id})"),
+                MoveStep::Untrack => write!(f, "order {order} stops recording shard {shard} (move {move_id})"),
+                MoveStep::Drop => write!(f, "order {order} deletes its copy of shard {shard} (move {move_id})"),
+                MoveStep::Pull { from, .. } => {
+                    write!(f, "order {order} pulls shard {shard} from order {from} (move {move_id})")
+                }
+            },
             Action::Herald { order, cmd: HeraldCmd::Shards { acquire, release, epoch }, .. } => write!(
                 f,
                 "order {order} releases shards [{}] and acquires shards [{}] (map epoch {epoch})",
@@ -219,6 +246,38 @@ impl fmt::Display for Action {
 }
 
 /// Shard numbers as compact ranges for the journal: `0-31,40,42-44`.
+/// What an order does for a shard move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveStep {
+    /// Source: record the shard's writes from now on (its log's `Track`).
+    Track,
+    /// Source of an abandoned move: stop recording.
+    Untrack,
+    /// Either side, once its log does not serve the shard: delete its rows.
+    Drop,
+    /// Destination: pull the shard from the source order, whose members are at `addrs`
+    /// (its herald first).
+    Pull {
+        /// Source order.
+        from: OrderId,
+        /// Its members' addresses.
+        addrs: Vec<String>,
+    },
+}
+
+impl MoveStep {
+    /// The journal kind of the step.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MoveStep::Track => "track_shard",
+            MoveStep::Untrack => "untrack_shard",
+            MoveStep::Drop => "drop_shard",
+            MoveStep::Pull { .. } => "pull_shard",
+        }
+    }
+}
+
+/// Shard numbers as ranges: `0-3,40,42-44`.
 pub fn ranges(shards: &[u32]) -> String {
     let mut sorted = shards.to_vec();
     sorted.sort_unstable();

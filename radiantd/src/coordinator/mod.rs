@@ -9,6 +9,7 @@
 //! replacement between its learner and its swap) is picked up where the reports say it is.
 
 pub mod action;
+pub mod moves;
 pub mod planner;
 pub mod runtime;
 
@@ -19,6 +20,7 @@ use std::collections::HashMap;
 pub use action::Action;
 pub use action::ActionKey;
 pub use action::HeraldCmd;
+pub use moves::rebalance_plan;
 pub use planner::balance;
 pub use planner::can_remove;
 pub use planner::plan;
@@ -37,6 +39,10 @@ pub const HERALD_RETRY_MS: u64 = 1_500;
 
 /// A learner within this many entries of its herald's last log index counts as caught up.
 pub const CATCHUP_SLACK: u64 = 64;
+
+/// How long after a move command to a herald the bondsmith repeats it, if the herald's
+/// reports still do not show its effect.
+pub const MOVE_RETRY_MS: u64 = 1_000;
 
 /// A learner whose matched index has not moved for this long is abandoned.
 pub const CATCHUP_STALL_MS: u64 = 60_000;
@@ -108,6 +114,36 @@ pub struct ShardReport {
     pub owned: BTreeSet<u32>,
     /// Shards whose table holds data.
     pub nonempty: BTreeSet<u32>,
+    /// Keys and bytes of each shard table.
+    pub sizes: BTreeMap<u32, ShardSize>,
+    /// Shards the order's log records writes of, as the source of these moves.
+    pub tracking: BTreeMap<u32, u64>,
+    /// Shards the order is receiving.
+    pub incoming: BTreeMap<u32, IncomingReport>,
+}
+
+/// Keys and bytes of a shard, as its order's herald reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardSize {
+    /// Keys.
+    pub keys: u64,
+    /// Key plus value bytes.
+    pub bytes: u64,
+}
+
+/// A destination's report on a shard it receives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IncomingReport {
+    /// The move.
+    pub move_id: u64,
+    /// Its rows match the frozen source's digest.
+    pub sealed: bool,
+    /// A pull runs on the herald.
+    pub pulling: bool,
+    /// The pull's last delta was small: the source may freeze.
+    pub converged: bool,
+    /// Bytes pulled so far.
+    pub bytes_done: u64,
 }
 
 /// A herald's report on its group's membership, as its Raft metrics show it.

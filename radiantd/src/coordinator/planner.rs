@@ -25,7 +25,7 @@ use crate::station::map::Reconfig;
 use crate::station::map::STATION;
 use crate::station::map::group_name;
 
-fn commit(change: MapChange, reason: String) -> Action {
+pub(super) fn commit(change: MapChange, reason: String) -> Action {
     Action::Commit { change, reason }
 }
 
@@ -34,7 +34,7 @@ fn name_of(map: &ClusterMap, id: NodeId) -> String {
     map.nodes.get(&id).map(|n| n.name.clone()).unwrap_or_else(|| id.to_string())
 }
 
-fn member_info(map: &ClusterMap, id: NodeId) -> Option<MemberInfo> {
+pub(super) fn member_info(map: &ClusterMap, id: NodeId) -> Option<MemberInfo> {
     map.nodes.get(&id).map(|n| MemberInfo { id, name: n.name.clone(), addr: n.addr.clone() })
 }
 
@@ -47,7 +47,7 @@ fn silent_for(obs: &Observed, id: NodeId) -> u64 {
     obs.now_ms.saturating_sub(since)
 }
 
-fn alive(map: &ClusterMap, obs: &Observed, id: NodeId) -> bool {
+pub(super) fn alive(map: &ClusterMap, obs: &Observed, id: NodeId) -> bool {
     id == obs.me || obs.last_seen.get(&id).is_some_and(|&t| obs.now_ms.saturating_sub(t) < map.settings.down_after_ms)
 }
 
@@ -558,8 +558,8 @@ fn plan_replicas(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
 }
 
 fn plan_shards(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
-    // Shards are placed once no further order can form and every order has a herald: with no
-    // data transfer yet, a shard stays where it is first placed.
+    // Shards are placed once no further order can form and every order has a herald; later
+    // orders get theirs by rebalancing, with the data.
     let r = map.replicas.max(1) as usize;
     let unassigned: Vec<u32> =
         map.shard_orders.iter().enumerate().filter(|(_, o)| **o == 0).map(|(s, _)| s as u32).collect();
@@ -572,91 +572,7 @@ fn plan_shards(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
             format!("{} unassigned shards, {orders} orders with heralds: spread evenly", unassigned.len()),
         ));
     }
-    plan_moves(map, obs, out, unassigned.is_empty() && ready);
-    plan_ownership(map, obs, out);
-}
-
-/// Each herald is told which shards its order's log must serve: the map's assignment minus the
-/// shards moving away. Decided from the herald's own report of what its log serves, so a lost
-/// command is simply decided again.
-fn plan_ownership(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
-    for o in map.orders.values() {
-        let (Some(report), Some(g)) = (obs.shard_reports.get(&o.id), map.group(o.id)) else { continue };
-        let Some(herald) = leader_of(map, obs, g) else { continue };
-        if obs.heralds.get(&o.id).is_none_or(|(h, _)| *h != herald.id) {
-            continue; // the report is from another leader than the map's herald
-        }
-        let assigned: BTreeSet<u32> = map
-            .shard_orders
-            .iter()
-            .enumerate()
-            .map(|(s, owner)| (s as u32, *owner))
-            .filter(|(s, owner)| *owner == o.id && !map.moving.contains_key(s))
-            .map(|(s, _)| s)
-            .collect();
-        let release: Vec<u32> = report.owned.difference(&assigned).copied().collect();
-        let acquire: Vec<u32> = assigned.difference(&report.owned).copied().collect();
-        if (release.is_empty() && acquire.is_empty()) || obs.recently(ActionKey::Shards(o.id), HERALD_RETRY_MS) {
-            continue;
-        }
-        let reason =
-            format!("order {}'s log serves {} shards, the map gives it {}", o.id, report.owned.len(), assigned.len());
-        out.push(Action::Herald {
-            order: o.id,
-            herald,
-            cmd: HeraldCmd::Shards { acquire, release, epoch: map.epoch },
-            reason,
-        });
-    }
-}
-
-/// Hands empty shards from the fullest order to the emptiest until they differ by at most one.
-/// Only a shard the source reports empty is moved (data transfer comes later); the source's
-/// own log fences it (Release), and the move completes only once the source reports it
-/// released and still empty, so no two orders ever serve a shard.
-fn plan_moves(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>, placed: bool) {
-    for (&shard, &to) in &map.moving {
-        let from = map.shard_orders[shard as usize];
-        let Some(report) = obs.shard_reports.get(&from) else { continue };
-        if report.owned.contains(&shard) {
-            continue; // not released yet
-        }
-        if report.nonempty.contains(&shard) {
-            out.push(commit(
-                MapChange::CancelMove { shard },
-                format!("shard {shard} got data before order {from} released it; moving data is not supported yet"),
-            ));
-        } else {
-            out.push(commit(
-                MapChange::CompleteMove { shard },
-                format!("order {from} released shard {shard} empty: order {to} serves it"),
-            ));
-        }
-    }
-    if !placed || map.orders.len() < 2 {
-        return;
-    }
-    // Counts as they will be once the moves under way complete.
-    let mut counts: BTreeMap<OrderId, usize> = map.orders.keys().map(|o| (*o, 0)).collect();
-    for (s, o) in map.shard_orders.iter().enumerate() {
-        let owner = map.moving.get(&(s as u32)).unwrap_or(o);
-        *counts.entry(*owner).or_default() += 1;
-    }
-    let Some((&to, &low)) = counts.iter().min_by_key(|(id, n)| (**n, **id)) else { return };
-    let Some((&from, &high)) = counts.iter().max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))) else { return };
-    if high <= low + 1 {
-        return;
-    }
-    let Some(report) = obs.shard_reports.get(&from) else { return };
-    let candidate = map.shard_orders.iter().enumerate().rev().map(|(s, o)| (s as u32, *o)).find(|(s, o)| {
-        *o == from && !map.moving.contains_key(s) && report.owned.contains(s) && !report.nonempty.contains(s)
-    });
-    if let Some((shard, _)) = candidate {
-        out.push(commit(
-            MapChange::BeginMove { shard, to },
-            format!("order {from} would serve {high} shards and order {to} {low}: hand over empty shard {shard}"),
-        ));
-    }
+    super::moves::plan(map, obs, out, unassigned.is_empty() && ready && spares(map, obs).len() < r);
 }
 
 /// Gives each unassigned shard to the order serving the fewest (ties: lowest id), so order

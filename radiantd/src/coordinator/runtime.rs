@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 use super::Action;
 use super::BootstrapPlan;
 use super::HeraldCmd;
+use super::IncomingReport;
 use super::MembershipReport;
 use super::Observed;
 use super::ShardReport;
+use super::ShardSize;
+use super::action::MoveStep;
 use super::plan;
 use crate::identity::NodeId;
 use crate::raft::network::Peers;
@@ -82,10 +85,7 @@ impl Observed {
             } else if self.heralds.get(&r.order_id).is_some_and(|(n, _)| *n != id) {
                 continue; // a deposed herald's report
             }
-            let shards = ShardReport {
-                owned: r.owned.iter().copied().collect(),
-                nonempty: r.nonempty.iter().copied().collect(),
-            };
+            let shards = shard_report(r);
             if self.shard_reports.get(&r.order_id) != Some(&shards) {
                 self.shard_reports.insert(r.order_id, shards);
                 wake = true;
@@ -112,6 +112,31 @@ impl Observed {
         }
         wake
     }
+}
+
+/// A herald's report on its shards, in the planner's terms.
+fn shard_report(r: &pb::ReplicaReport) -> ShardReport {
+    let mut report = ShardReport {
+        owned: r.owned.iter().copied().collect(),
+        nonempty: r.nonempty.iter().copied().collect(),
+        sizes: r.stats.iter().map(|s| (s.shard, ShardSize { keys: s.keys, bytes: s.bytes })).collect(),
+        ..Default::default()
+    };
+    for m in &r.moves {
+        if m.incoming {
+            let i = IncomingReport {
+                move_id: m.move_id,
+                sealed: m.sealed,
+                pulling: m.pulling,
+                converged: m.converged,
+                bytes_done: m.bytes_done,
+            };
+            report.incoming.insert(m.shard, i);
+        } else {
+            report.tracking.insert(m.shard, m.move_id);
+        }
+    }
+    report
 }
 
 enum Commit {
@@ -287,6 +312,22 @@ async fn execute(station: &Station, peers: &Peers, action: &Action) -> Result<()
                         epoch: *epoch,
                     })
                 }
+                HeraldCmd::Move { step, shard, move_id } => {
+                    use pb::move_step::Kind;
+                    let (kind, from_order, source_addrs) = match step {
+                        MoveStep::Track => (Kind::Track, 0, vec![]),
+                        MoveStep::Untrack => (Kind::Untrack, 0, vec![]),
+                        MoveStep::Drop => (Kind::Drop, 0, vec![]),
+                        MoveStep::Pull { from, addrs } => (Kind::Pull, *from, addrs.clone()),
+                    };
+                    pb::reconfigure_request::Change::MoveStep(pb::MoveStep {
+                        kind: kind as i32,
+                        shard: *shard,
+                        move_id: *move_id,
+                        from_order,
+                        source_addrs,
+                    })
+                }
             };
             let ch = peers.channel(&herald.addr).map_err(|e| e.to_string())?;
             let req = request(
@@ -314,7 +355,7 @@ async fn reconfigure_station(raft: &crate::station::state_machine::StationRaft, 
             raft.change_membership(ChangeMembers::RemoveNodes([*id].into_iter().collect()), false).await.map(|_| ())
         }
         HeraldCmd::TransferLeader(to) => return crate::raft::transfer_leadership(raft, *to, TRANSFER_TIMEOUT).await,
-        HeraldCmd::Shards { .. } => return Err("the station serves no shards".into()),
+        HeraldCmd::Shards { .. } | HeraldCmd::Move { .. } => return Err("the station serves no shards".into()),
     };
     result.map_err(|e| e.to_string())
 }

@@ -1,12 +1,18 @@
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use super::*;
+use crate::coordinator::action::MoveStep;
 use crate::station::map::ClusterMap;
 use crate::station::map::Intent;
 use crate::station::map::MapChange;
+use crate::station::map::OrderRecord;
 use crate::station::map::STATION;
 use crate::station::map::StationCommand;
 use crate::station::map::StationResponse;
+use crate::station::moves::MovePhase;
+use crate::station::moves::PlannedMove;
+use crate::station::moves::ShardMove;
 
 fn member(id: NodeId) -> MemberInfo {
     MemberInfo { id, name: format!("n{id}"), addr: format!("127.0.0.1:{}", 7000 + id) }
@@ -190,54 +196,6 @@ fn balance_is_deterministic_and_moves_nothing() {
     assert_eq!(map.shard_count(2), 0);
     let a = balance(&map, &[1, 2, 3]);
     assert_eq!(a, vec![(1, 2), (2, 2), (3, 2)]);
-}
-
-#[test]
-fn empty_shards_move_to_a_later_order_through_release_and_only_then() {
-    let mut map = ClusterMap::default();
-    let mut obs = observed(1);
-    converge(&mut map, &obs);
-    join_spares(&mut map, &mut obs, 4..=6);
-    obs.heralds.insert(1, (4, 1));
-    converge(&mut map, &obs);
-    join_spares(&mut map, &mut obs, 7..=9);
-    obs.heralds.insert(2, (7, 1));
-    converge(&mut map, &obs);
-    assert!(map.moving.is_empty(), "no move without a report from order 1's herald");
-
-    // Order 1 serves everything; shards 60..64 hold data.
-    let all: BTreeSet<u32> = (0..64).collect();
-    let full: BTreeSet<u32> = (60..64).collect();
-    obs.shard_reports.insert(1, ShardReport { owned: all.clone(), nonempty: full.clone() });
-    converge(&mut map, &obs);
-    assert_eq!(map.moving.len(), 32, "enough moves begun to balance");
-    assert!(map.moving.keys().all(|s| !full.contains(s)), "only empty shards move");
-    assert_eq!(map.shard_count(1), 64, "nothing changes hands before the release");
-
-    // Order 1 released them, all empty but one that got a write meanwhile.
-    let moving: Vec<u32> = map.moving.keys().copied().collect();
-    let written = moving[0];
-    let owned: BTreeSet<u32> = all.iter().copied().filter(|s| !map.moving.contains_key(s)).collect();
-    let mut nonempty = full.clone();
-    nonempty.insert(written);
-    obs.shard_reports.insert(1, ShardReport { owned: owned.clone(), nonempty: nonempty.clone() });
-    let planned = commits(&plan(&map, &obs));
-    assert!(planned.iter().any(|(c, _)| *c == MapChange::CancelMove { shard: written }));
-    assert_eq!(planned.iter().filter(|(c, _)| matches!(c, MapChange::CompleteMove { .. })).count(), 31);
-    // The cancelled shard is re-acquired by order 1; another empty one is moved instead.
-    let mut reacquired = owned;
-    reacquired.insert(written);
-    obs.shard_reports.insert(1, ShardReport { owned: reacquired, nonempty });
-    for _ in 0..10 {
-        converge(&mut map, &obs);
-        let owned: BTreeSet<u32> =
-            (0..64).filter(|s| map.shard_orders[*s as usize] == 1 && !map.moving.contains_key(s)).collect();
-        obs.shard_reports.insert(1, ShardReport { owned, nonempty: obs.shard_reports[&1].nonempty.clone() });
-    }
-    assert_eq!(map.shard_count(1), 32);
-    assert_eq!(map.shard_count(2), 32);
-    assert!(map.moving.is_empty());
-    assert_eq!(map.shard_orders[written as usize], 1, "the shard with data stayed");
 }
 
 /// Station 1..3, spares 4..=8 joined: order 1 = {4, 5, 6} led by 4, spares 7 and 8, every
@@ -581,10 +539,13 @@ fn heralds_are_told_which_shards_their_log_must_serve() {
     let cmds = herald_cmds(&plan(&map, &obs));
     assert_eq!(cmds, vec![HeraldCmd::Shards { acquire: (0..64).collect(), release: vec![], epoch: map.epoch }]);
     // Serving them all: nothing to say; a shard moving away is released, never acquired.
-    obs.shard_reports.insert(1, ShardReport { owned: (0..64).collect(), nonempty: BTreeSet::new() });
+    obs.shard_reports.insert(1, ShardReport { owned: (0..64).collect(), ..Default::default() });
     assert!(herald_cmds(&plan(&map, &obs)).is_empty());
-    map.moving.insert(63, 2);
-    let cmds = herald_cmds(&plan(&map, &obs));
+    // A shard a move has frozen is released.
+    let frozen = ShardMove { id: 1, from: 1, to: 2, phase: MovePhase::Frozen, keys: 0, bytes: 0 };
+    map.moves.insert(63, frozen);
+    let cmds: Vec<HeraldCmd> =
+        herald_cmds(&plan(&map, &obs)).into_iter().filter(|c| matches!(c, HeraldCmd::Shards { .. })).collect();
     assert_eq!(cmds, vec![HeraldCmd::Shards { acquire: vec![], release: vec![63], epoch: map.epoch }]);
     // A report from a node that is not the map's herald is no basis for a command.
     obs.heralds.insert(1, (5, 9));
@@ -623,4 +584,297 @@ fn a_node_leading_the_station_and_an_order_hands_the_order_to_a_member_that_lead
     obs.heralds.insert(1, (3, 2));
     converge(&mut map, &obs);
     assert!(herald_cmds(&plan(&map, &obs)).is_empty());
+}
+
+/// What the heralds of a test cluster hold, changed by the planner's commands the way their
+/// logs would change: a model of the order side of a move, for the planner's rules.
+#[derive(Default)]
+struct Heralds {
+    reports: BTreeMap<OrderId, ShardReport>,
+}
+
+impl Heralds {
+    /// Carries out one herald command on `order`.
+    fn run(&mut self, order: OrderId, cmd: &HeraldCmd) {
+        let frozen_sources: BTreeMap<u32, ShardSize> = self
+            .reports
+            .values()
+            .flat_map(|r| r.tracking.keys().filter(|s| !r.owned.contains(s)).map(|s| (*s, r.sizes[s])))
+            .collect();
+        let r = self.reports.entry(order).or_default();
+        match cmd {
+            HeraldCmd::Shards { acquire, release, .. } => {
+                for s in acquire {
+                    match r.incoming.get(s) {
+                        Some(i) if !i.sealed => continue,
+                        Some(_) => {
+                            r.incoming.remove(s);
+                        }
+                        None => {}
+                    }
+                    r.owned.insert(*s);
+                }
+                for s in release {
+                    r.owned.remove(s);
+                }
+            }
+            HeraldCmd::Move { step: MoveStep::Track, shard, move_id } if r.owned.contains(shard) => {
+                r.tracking.insert(*shard, *move_id);
+            }
+            HeraldCmd::Move { step: MoveStep::Untrack, shard, .. } => {
+                r.tracking.remove(shard);
+            }
+            HeraldCmd::Move { step: MoveStep::Drop, shard, .. } if !r.owned.contains(shard) => {
+                r.tracking.remove(shard);
+                r.incoming.remove(shard);
+                r.nonempty.remove(shard);
+                r.sizes.remove(shard);
+            }
+            HeraldCmd::Move { step: MoveStep::Pull { .. }, shard, move_id } => {
+                // The pull converges at once; it seals once the source is frozen.
+                let sealed = frozen_sources.get(shard).copied();
+                let i = IncomingReport {
+                    move_id: *move_id,
+                    sealed: sealed.is_some(),
+                    pulling: sealed.is_none(),
+                    converged: true,
+                    bytes_done: 0,
+                };
+                r.incoming.insert(*shard, i);
+                if let Some(size) = sealed {
+                    r.sizes.insert(*shard, size);
+                    r.nonempty.insert(*shard);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A running pull seals once its source is frozen (it keeps polling for that).
+    fn settle_pulls(&mut self) {
+        let frozen: BTreeMap<(u32, u64), ShardSize> = self
+            .reports
+            .values()
+            .flat_map(|r| {
+                r.tracking.iter().filter(|(s, _)| !r.owned.contains(s)).map(|(s, id)| ((*s, *id), r.sizes[s]))
+            })
+            .collect();
+        for r in self.reports.values_mut() {
+            for (s, i) in r.incoming.iter_mut() {
+                if let Some(size) = frozen.get(&(*s, i.move_id)).filter(|_| i.pulling) {
+                    (i.sealed, i.pulling) = (true, false);
+                    r.sizes.insert(*s, *size);
+                    r.nonempty.insert(*s);
+                }
+            }
+        }
+    }
+
+    /// Orders whose logs serve `shard`.
+    fn servers(&self, shard: u32) -> Vec<OrderId> {
+        self.reports.iter().filter(|(_, r)| r.owned.contains(&shard)).map(|(o, _)| *o).collect()
+    }
+}
+
+/// Runs plans to the end: every map change applied, every herald command played into the
+/// model, the reports handed to the planner; asserts after each step that no shard is served
+/// by two orders. Returns the reasons of the map changes.
+fn run_cluster(map: &mut ClusterMap, obs: &mut Observed, heralds: &mut Heralds) -> Vec<String> {
+    run_cluster_with(map, obs, heralds, true)
+}
+
+/// [`run_cluster`], with pulls that seal (`pulls_seal`) or never do (a slow destination).
+fn run_cluster_with(map: &mut ClusterMap, obs: &mut Observed, heralds: &mut Heralds, pulls_seal: bool) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for _ in 0..2_000 {
+        obs.shard_reports = heralds.reports.clone();
+        // Replica starts and leadership transfers are not this model's business.
+        let actions: Vec<Action> = plan(map, obs)
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Commit { .. }
+                        | Action::Herald { cmd: HeraldCmd::Shards { .. } | HeraldCmd::Move { .. }, .. }
+                )
+            })
+            .collect();
+        if actions.is_empty() {
+            return reasons;
+        }
+        let mut changed = false;
+        for a in &actions {
+            match a {
+                Action::Commit { change, reason } if !changed => {
+                    apply(map, change.clone(), reason);
+                    reasons.push(reason.clone());
+                    changed = true;
+                }
+                Action::Herald { order, cmd, .. } => heralds.run(*order, cmd),
+                _ => {}
+            }
+        }
+        for s in 0..map.shards {
+            assert!(heralds.servers(s).len() <= 1, "shard {s} served by {:?}", heralds.servers(s));
+        }
+        if pulls_seal {
+            heralds.settle_pulls();
+        }
+    }
+    panic!("the cluster did not settle: {:?}", &reasons[reasons.len().saturating_sub(10)..]);
+}
+
+/// Two orders, order 1 serving all 64 shards (shards 0..8 with 1 MiB each, the rest small),
+/// order 2 formed later and serving none; every herald registered and reporting.
+fn two_orders_one_full() -> (ClusterMap, Observed, Heralds) {
+    let mut map = ClusterMap::default();
+    let mut obs = observed(1);
+    converge(&mut map, &obs);
+    join_spares(&mut map, &mut obs, 4..=6);
+    obs.heralds.insert(1, (4, 1));
+    converge(&mut map, &obs);
+    let mut heralds = Heralds::default();
+    let r = heralds.reports.entry(1).or_default();
+    for s in 0..64u32 {
+        r.owned.insert(s);
+        r.nonempty.insert(s);
+        let bytes = if s < 8 { 1 << 20 } else { 1000 + u64::from(s) };
+        r.sizes.insert(s, ShardSize { keys: 10, bytes });
+    }
+    apply(&mut map, MapChange::Set { name: "auto_rebalance".into(), value: "false".into() }, "test");
+    join_spares(&mut map, &mut obs, 7..=9);
+    obs.heralds.insert(2, (7, 1));
+    heralds.reports.entry(2).or_default();
+    run_cluster(&mut map, &mut obs, &mut heralds);
+    (map, obs, heralds)
+}
+
+#[test]
+fn with_auto_rebalance_off_nothing_moves_until_asked() {
+    let (map, _, heralds) = two_orders_one_full();
+    assert_eq!((map.shard_count(1), map.shard_count(2)), (64, 0));
+    assert!(map.moves.is_empty() && map.planned_moves.is_empty());
+    assert_eq!(heralds.reports[&1].owned.len(), 64);
+}
+
+#[test]
+fn the_balanced_plan_moves_the_fewest_bytes() {
+    let (map, obs, _) = two_orders_one_full();
+    let sizes = super::moves::shard_sizes(&map, &obs).expect("every order reported");
+    let plan = rebalance_plan(&map, &sizes);
+    assert_eq!(plan.len(), 32, "64 shards on 2 orders: 32 each");
+    assert!(plan.iter().all(|m| m.from == 1 && m.to == 2));
+    assert!(plan.iter().all(|m| m.shard >= 8), "the eight large shards stay: {plan:?}");
+    // Three orders: 64 = 21 + 21 + 22; the order that keeps 22 is the one that saves most.
+    let mut three = map.clone();
+    three.orders.insert(3, OrderRecord { id: 3, ..three.orders[&2].clone() });
+    let plan = rebalance_plan(&three, &sizes);
+    assert_eq!(plan.len(), 42);
+    let to = |o| plan.iter().filter(|m| m.to == o).count();
+    assert_eq!((to(2), to(3)), (21, 21));
+    assert!(plan.iter().all(|m| m.shard >= 8));
+    // Balanced already: nothing to do.
+    let mut balanced = map.clone();
+    for s in 32..64 {
+        balanced.shard_orders[s] = 2;
+    }
+    assert!(rebalance_plan(&balanced, &sizes).is_empty());
+}
+
+#[test]
+fn a_rebalance_moves_shards_with_their_data_through_every_phase() {
+    let (mut map, mut obs, mut heralds) = two_orders_one_full();
+    let sizes = super::moves::shard_sizes(&map, &obs).unwrap();
+    let planned = rebalance_plan(&map, &sizes);
+    apply(&mut map, MapChange::PlanMoves { moves: planned.clone() }, "operator: radiantctl rebalance");
+    // One step at a time: the first moves begin, within move_concurrency.
+    obs.shard_reports = heralds.reports.clone();
+    let first = commits(&plan(&map, &obs));
+    assert!(matches!(first[0].0, MapChange::StartMove { .. }), "{first:?}");
+    let reasons = run_cluster(&mut map, &mut obs, &mut heralds);
+    assert_eq!((map.shard_count(1), map.shard_count(2)), (32, 32));
+    assert!(map.moves.is_empty() && map.planned_moves.is_empty());
+    for p in &planned {
+        let r2 = &heralds.reports[&2];
+        assert!(r2.owned.contains(&p.shard) && r2.nonempty.contains(&p.shard), "shard {} arrived", p.shard);
+        let r1 = &heralds.reports[&1];
+        assert!(!r1.nonempty.contains(&p.shard) && !r1.tracking.contains_key(&p.shard), "the source copy is gone");
+    }
+    for kind in ["freeze it", "sealed shard", "copy is gone"] {
+        assert_eq!(reasons.iter().filter(|r| r.contains(kind)).count(), 32, "{kind}: {reasons:?}");
+    }
+}
+
+#[test]
+fn a_move_advances_only_on_reports_of_the_same_move() {
+    let (mut map, mut obs, mut heralds) = two_orders_one_full();
+    let p = PlannedMove { shard: 40, from: 1, to: 2, keys: 10, bytes: 1040 };
+    apply(&mut map, MapChange::PlanMoves { moves: vec![p] }, "test");
+    apply(&mut map, MapChange::StartMove { shard: 40, to: 2, keys: 10, bytes: 1040 }, "test");
+    let id = map.moves[&40].id;
+    // The destination reports a converged pull, but of an earlier move: no freeze.
+    heralds.reports.get_mut(&1).unwrap().tracking.insert(40, id);
+    let stale = IncomingReport { move_id: id - 1, converged: true, pulling: true, ..Default::default() };
+    heralds.reports.get_mut(&2).unwrap().incoming.insert(40, stale);
+    obs.shard_reports = heralds.reports.clone();
+    assert!(commits(&plan(&map, &obs)).iter().all(|(c, _)| !matches!(c, MapChange::FreezeMove { .. })));
+    // Its own move's report does.
+    let mine = IncomingReport { move_id: id, converged: true, pulling: true, ..Default::default() };
+    heralds.reports.get_mut(&2).unwrap().incoming.insert(40, mine);
+    obs.shard_reports = heralds.reports.clone();
+    assert!(commits(&plan(&map, &obs)).iter().any(|(c, _)| *c == MapChange::FreezeMove { shard: 40, id }));
+    apply(&mut map, MapChange::FreezeMove { shard: 40, id }, "test");
+    // No switch before the seal; no finish before the destination serves.
+    assert!(commits(&plan(&map, &obs)).iter().all(|(c, _)| !matches!(c, MapChange::SwitchMove { .. })));
+    let sealed = IncomingReport { move_id: id, sealed: true, ..Default::default() };
+    heralds.reports.get_mut(&2).unwrap().incoming.insert(40, sealed);
+    heralds.reports.get_mut(&1).unwrap().owned.remove(&40);
+    obs.shard_reports = heralds.reports.clone();
+    apply(&mut map, MapChange::SwitchMove { shard: 40, id }, "test");
+    assert!(commits(&plan(&map, &obs)).iter().all(|(c, _)| !matches!(c, MapChange::FinishMove { .. })));
+    // There is no way back after the switch.
+    let cmd = StationCommand {
+        expected_epoch: map.epoch,
+        at_unix_ms: 0,
+        by: 1,
+        change: MapChange::AbortMove { shard: 40, id },
+        reason: String::new(),
+    };
+    assert!(matches!(map.apply(&cmd), StationResponse::Rejected { .. }));
+    run_cluster(&mut map, &mut obs, &mut heralds);
+    assert_eq!(map.shard_orders[40], 2);
+    assert!(map.moves.is_empty());
+}
+
+#[test]
+fn a_frozen_move_cancelled_gives_the_shard_back_without_deleting_it() {
+    let (mut map, mut obs, mut heralds) = two_orders_one_full();
+    apply(&mut map, MapChange::StartMove { shard: 3, to: 2, keys: 10, bytes: 1 << 20 }, "test");
+    // Copy, converge and freeze; the source releases; the destination never seals.
+    run_cluster_with(&mut map, &mut obs, &mut heralds, false);
+    assert_eq!(map.moves[&3].phase, MovePhase::Frozen);
+    assert!(!heralds.reports[&1].owned.contains(&3), "the source released it");
+    assert!(heralds.servers(3).is_empty(), "nobody serves a frozen shard");
+    apply(&mut map, MapChange::CancelMoves, "operator: radiantctl rebalance --cancel");
+    obs.shard_reports = heralds.reports.clone();
+    let drops_source = plan(&map, &obs).iter().any(|a| {
+        matches!(a, Action::Herald { order: 1, cmd: HeraldCmd::Move { step: MoveStep::Drop, shard: 3, .. }, .. })
+    });
+    assert!(!drops_source, "the source's copy is the only one: never dropped while the map gives it the shard");
+    run_cluster(&mut map, &mut obs, &mut heralds);
+    let r1 = &heralds.reports[&1];
+    assert!(r1.owned.contains(&3) && r1.nonempty.contains(&3) && !r1.tracking.contains_key(&3));
+    assert!(!heralds.reports[&2].incoming.contains_key(&3), "the destination's copy is dropped");
+    assert_eq!(map.shard_orders[3], 1);
+}
+
+#[test]
+fn an_order_formed_later_gets_its_share_by_itself_with_auto_rebalance() {
+    let (mut map, mut obs, mut heralds) = two_orders_one_full();
+    let reasons = {
+        apply(&mut map, MapChange::Set { name: "auto_rebalance".into(), value: "true".into() }, "test");
+        run_cluster(&mut map, &mut obs, &mut heralds)
+    };
+    assert!(reasons[0].contains("orders serve 0 to 64 shards: move 32 shards"), "{:?}", &reasons[..2]);
+    assert_eq!((map.shard_count(1), map.shard_count(2)), (32, 32));
 }

@@ -1,6 +1,7 @@
 //! An order replica: one member of an order's Raft group, serving its shards' data.
 //! Its leader is the order's herald; it tells the bondsmith at once when leadership moves.
 
+pub mod puller;
 pub mod shard_move;
 pub mod snapshot_file;
 pub mod snapshot_format;
@@ -35,6 +36,8 @@ pub struct OrderReplica {
     pub sm: KvStateMachine,
     /// What it was started with.
     pub spec: OrderSpec,
+    /// The shard pulls running on this replica while it is the herald.
+    pub pulls: puller::Pulls,
     me: NodeId,
 }
 
@@ -57,6 +60,25 @@ impl OrderReplica {
         if herald {
             report.owned = self.sm.owned().unwrap_or_default().into_iter().collect();
             report.nonempty = self.sm.nonempty().unwrap_or_default().into_iter().collect();
+            let stats = self.sm.stats().unwrap_or_default();
+            report.stats = stats.iter().map(|(s, st)| puller::stats_to_proto(*s, st)).collect();
+            let moves = self.sm.move_state().unwrap_or_default();
+            for (shard, move_id) in moves.tracking {
+                report.moves.push(radiant_proto::MoveReport { shard, move_id, ..Default::default() });
+            }
+            for (shard, i) in moves.incoming {
+                let pull = self.pulls.get(shard).filter(|p| p.move_id == i.move_id);
+                report.moves.push(radiant_proto::MoveReport {
+                    shard,
+                    move_id: i.move_id,
+                    incoming: true,
+                    sealed: i.sealed,
+                    pulling: pull.is_some(),
+                    converged: pull.as_ref().is_some_and(|p| p.converged.load(std::sync::atomic::Ordering::Acquire)),
+                    // What the destination's log holds of the shard so far.
+                    bytes_done: stats.get(&shard).map_or(0, |st| st.bytes),
+                });
+            }
             crate::raft::report_membership(&m, &mut report);
         }
         report
@@ -83,7 +105,8 @@ impl OrderReplica {
         let network = NetworkFactory::new(host.peers.clone(), order, spec.cluster_id.clone(), me);
         let raft =
             OrderRaft::new(me, Arc::new(config), network, log, sm.clone()).await.map_err(|e| fail("start raft", &e))?;
-        let replica = Arc::new(OrderReplica { order, raft: raft.clone(), sm, spec: spec.clone(), me });
+        let replica =
+            Arc::new(OrderReplica { order, raft: raft.clone(), sm, spec: spec.clone(), pulls: Default::default(), me });
         let group = RaftGroup::new(raft.clone(), replica.sm.snapshot_dir().clone());
         host.registry.register(order, &spec.cluster_id, Arc::new(group));
 
@@ -127,6 +150,7 @@ impl OrderReplica {
 
     /// Unregisters the group and shuts Raft down.
     pub async fn stop(&self, host: &Host) {
+        self.pulls.cancel_all();
         host.registry.unregister(self.order);
         let _ = self.raft.shutdown().await;
     }

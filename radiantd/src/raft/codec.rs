@@ -17,9 +17,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, std::io::Error> {
 }
 
 /// The format version of records stored on disk (station state and journal, log entries).
-/// Bump it when a stored type changes shape, and teach [`decode_stored`] to read the old one,
-/// so that a release reads the data dirs of the release before it.
-pub const STORED_VERSION: u8 = 1;
+/// Bump it when a stored type changes shape, and teach the reader of that type to read the
+/// old one ([`decode_stored_or_legacy`]), so that a release reads the data dirs of the
+/// release before it.
+///
+/// Version 2: the cluster map records shard moves with their phases and a move queue, and
+/// its settings gained the move settings. Every other record reads the same in 1 and 2.
+pub const STORED_VERSION: u8 = 2;
+
+/// The oldest version [`decode_stored`] reads.
+const OLDEST_VERSION: u8 = 1;
 
 /// Encodes a record for disk: one version byte, then the postcard encoding.
 pub fn encode_stored<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, std::io::Error> {
@@ -30,12 +37,31 @@ pub fn encode_stored<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, std::i
 
 /// Decodes a record written by [`encode_stored`]; a record of an unknown version is an
 /// `InvalidData` error naming both versions, not a garbled decode.
+/// For a type whose shape did not change between the versions it reads.
 pub fn decode_stored<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, std::io::Error> {
+    let (_, rest) = split_version(bytes)?;
+    decode(rest)
+}
+
+/// Decodes a record of a type that changed shape in the current version: an older record is
+/// decoded as `L`, the type's previous shape, and converted.
+pub fn decode_stored_or_legacy<T: DeserializeOwned, L: DeserializeOwned + Into<T>>(
+    bytes: &[u8],
+) -> Result<T, std::io::Error> {
+    match split_version(bytes)? {
+        (STORED_VERSION, rest) => decode(rest),
+        (_, rest) => Ok(decode::<L>(rest)?.into()),
+    }
+}
+
+fn split_version(bytes: &[u8]) -> Result<(u8, &[u8]), std::io::Error> {
     match bytes.split_first() {
-        Some((&STORED_VERSION, rest)) => decode(rest),
+        Some((&v, rest)) if (OLDEST_VERSION..=STORED_VERSION).contains(&v) => Ok((v, rest)),
         Some((v, _)) => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("stored record has format version {v}; this radiantd reads version {STORED_VERSION}"),
+            format!(
+                "stored record has format version {v}; this radiantd reads versions {OLDEST_VERSION} to {STORED_VERSION}"
+            ),
         )),
         None => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "empty stored record")),
     }
@@ -53,7 +79,10 @@ mod tests {
         let mut future = bytes.clone();
         future[0] = STORED_VERSION + 1;
         let e = decode_stored::<(u32, String)>(&future).unwrap_err().to_string();
-        assert!(e.contains("format version 2"), "{e}");
+        assert!(e.contains("format version 3"), "{e}");
+        let mut old = bytes.clone();
+        old[0] = 1;
+        assert_eq!(decode_stored::<(u32, String)>(&old).unwrap(), (7, "x".to_string()));
         assert!(decode_stored::<u32>(&[]).is_err());
     }
 }

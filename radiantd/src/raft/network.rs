@@ -61,9 +61,15 @@ const MIN_TRANSFER_BYTES_PER_SEC: f64 = 16.0 * 1024.0 * 1024.0;
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     snapshot_rate: Arc<RateLimiter>,
+    move_rate: Arc<RateLimiter>,
 }
 
 impl Peers {
+    /// The limit the shard moves this node sends go through (and then `snapshot_rate`).
+    pub fn move_rate(&self) -> &Arc<RateLimiter> {
+        &self.move_rate
+    }
+
     /// The limit every snapshot this node sends goes through, whatever its group.
     pub fn snapshot_rate(&self) -> &Arc<RateLimiter> {
         &self.snapshot_rate

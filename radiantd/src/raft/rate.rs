@@ -67,7 +67,7 @@ impl RateLimiter {
             if b.rate == rate {
                 return;
             }
-            tracing::info!(from = (b.rate / MIB) as u32, to = mib_per_sec, "snapshot rate limit changed (MiB/s)");
+            tracing::info!(from = (b.rate / MIB) as u32, to = mib_per_sec, "bulk transfer rate limit changed (MiB/s)");
             *b = Bucket { rate, tokens: 0.0, at: Instant::now() };
         }
         self.changed.send_modify(|g| *g = g.wrapping_add(1));

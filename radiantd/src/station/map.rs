@@ -14,6 +14,9 @@ use serde::Deserialize;
 use serde::Serialize;
 
 use super::journal::Subjects;
+use super::moves::MovePhase;
+use super::moves::PlannedMove;
+use super::moves::ShardMove;
 use super::settings::Settings;
 use crate::identity::NodeId;
 
@@ -150,15 +153,17 @@ pub struct ClusterMap {
     pub max_key_bytes: u32,
     /// Largest value the Kv service accepts.
     pub max_value_bytes: u32,
-    /// Shards being handed over, to their destination order; until the handover completes the
-    /// source (`shard_orders`) keeps them.
-    pub moving: BTreeMap<u32, OrderId>,
+    /// Shard moves under way, by shard; until a move switches, `shard_orders` names its
+    /// source.
+    pub moves: BTreeMap<u32, ShardMove>,
     /// Cluster settings.
     pub settings: Settings,
     /// The station member being replaced, if any.
     pub station_reconfig: Option<Reconfig>,
     /// Nodes replaced out of the station; they never rejoin it.
     pub station_retired: BTreeSet<NodeId>,
+    /// Moves a rebalance planned that have not begun, in the order they will.
+    pub planned_moves: Vec<PlannedMove>,
 }
 
 /// A station member, as given at bootstrap.
@@ -308,6 +313,55 @@ pub enum MapChange {
         /// What it concerns.
         subjects: Subjects,
     },
+    // New variants go last: postcard numbers variants, and old station logs must decode.
+    /// Queues a rebalance's moves (replacing any queue); refused if a move's source is no
+    /// longer where the shard is headed.
+    PlanMoves {
+        /// The moves, in the order they will begin.
+        moves: Vec<PlannedMove>,
+    },
+    /// Begins a move with data: the source keeps serving while the destination copies. The
+    /// move's id is the epoch this change creates. Leaves the queue without the shard.
+    StartMove {
+        /// The shard.
+        shard: u32,
+        /// Destination order.
+        to: OrderId,
+        /// Keys, as last reported.
+        keys: u64,
+        /// Bytes, as last reported.
+        bytes: u64,
+    },
+    /// The destination has nearly caught up: the source is to release the shard.
+    FreezeMove {
+        /// The shard.
+        shard: u32,
+        /// The move.
+        id: u64,
+    },
+    /// The destination sealed the shard against the frozen source's digest: it owns the shard.
+    SwitchMove {
+        /// The shard.
+        shard: u32,
+        /// The move.
+        id: u64,
+    },
+    /// The destination serves and the source's copy is gone: the move is over.
+    FinishMove {
+        /// The shard.
+        shard: u32,
+        /// The move.
+        id: u64,
+    },
+    /// Abandons a move that has not switched; the source serves the shard again.
+    AbortMove {
+        /// The shard.
+        shard: u32,
+        /// The move.
+        id: u64,
+    },
+    /// Empties the move queue and abandons every move that has not switched.
+    CancelMoves,
 }
 
 impl fmt::Display for MapChange {
@@ -343,6 +397,18 @@ impl fmt::Display for MapChange {
             MapChange::BeginMove { shard, to } => write!(f, "begin moving shard {shard} to order {to}"),
             MapChange::CompleteMove { shard } => write!(f, "complete the move of shard {shard}"),
             MapChange::CancelMove { shard } => write!(f, "cancel the move of shard {shard}"),
+            MapChange::PlanMoves { moves } => {
+                let bytes: u64 = moves.iter().map(|m| m.bytes).sum();
+                write!(f, "queue {} shard moves ({bytes} bytes)", moves.len())
+            }
+            MapChange::StartMove { shard, to, keys, bytes } => {
+                write!(f, "begin moving shard {shard} to order {to} ({keys} keys, {bytes} bytes)")
+            }
+            MapChange::FreezeMove { shard, id } => write!(f, "freeze shard {shard} for move {id}"),
+            MapChange::SwitchMove { shard, id } => write!(f, "switch shard {shard} to its destination (move {id})"),
+            MapChange::FinishMove { shard, id } => write!(f, "finish move {id} of shard {shard}"),
+            MapChange::AbortMove { shard, id } => write!(f, "abandon move {id} of shard {shard}"),
+            MapChange::CancelMoves => write!(f, "cancel the queued moves and those not switched"),
             MapChange::Set { name, value } => write!(f, "set {name} = {value}"),
             MapChange::BeginReplace { order, add, remove } => {
                 write!(f, "begin replacing node {remove} by node {add} in {}", group_name(*order))
@@ -383,6 +449,13 @@ impl MapChange {
             MapChange::BeginMove { .. } => "begin_move",
             MapChange::CompleteMove { .. } => "complete_move",
             MapChange::CancelMove { .. } => "cancel_move",
+            MapChange::PlanMoves { .. } => "plan_moves",
+            MapChange::StartMove { .. } => "start_move",
+            MapChange::FreezeMove { .. } => "freeze_move",
+            MapChange::SwitchMove { .. } => "switch_move",
+            MapChange::FinishMove { .. } => "finish_move",
+            MapChange::AbortMove { .. } => "abort_move",
+            MapChange::CancelMoves => "cancel_moves",
             MapChange::Set { .. } => "set",
             MapChange::BeginReplace { .. } => "begin_replace",
             MapChange::CompleteReplace { .. } => "complete_replace",
@@ -431,6 +504,23 @@ impl MapChange {
             MapChange::CompleteMove { shard } | MapChange::CancelMove { shard } => {
                 s.shards.insert(*shard);
             }
+            MapChange::PlanMoves { moves } => {
+                for m in moves {
+                    s.shards.insert(m.shard);
+                    s.orders.extend([m.from, m.to]);
+                }
+            }
+            MapChange::StartMove { shard, to, .. } => {
+                s.shards.insert(*shard);
+                s.orders.insert(*to);
+            }
+            MapChange::FreezeMove { shard, .. }
+            | MapChange::SwitchMove { shard, .. }
+            | MapChange::FinishMove { shard, .. }
+            | MapChange::AbortMove { shard, .. } => {
+                s.shards.insert(*shard);
+            }
+            MapChange::CancelMoves => {}
             MapChange::Set { .. } => {}
             MapChange::BeginReplace { order, add, remove } => {
                 s.nodes.extend([*add, *remove]);
@@ -626,27 +716,22 @@ impl ClusterMap {
                     self.shard_orders[*shard as usize] = *order;
                 }
             }
-            MapChange::BeginMove { shard, to } => {
-                let from =
-                    self.shard_orders.get(*shard as usize).copied().ok_or_else(|| format!("no shard {shard}"))?;
-                if from == 0 || from == *to {
-                    return Err(format!("shard {shard} is not served by another order"));
-                }
-                if self.moving.contains_key(shard) {
-                    return Err(format!("shard {shard} is already moving"));
-                }
-                if !self.orders.contains_key(to) {
-                    return Err(format!("unknown order {to}"));
-                }
-                self.moving.insert(*shard, *to);
-            }
+            // Written by the release before moves carried data: an empty shard handed over.
+            MapChange::BeginMove { shard, to } => self.start_move(*shard, *to, 0, 0)?,
             MapChange::CompleteMove { shard } => {
-                let to = self.moving.remove(shard).ok_or_else(|| format!("shard {shard} is not moving"))?;
-                self.shard_orders[*shard as usize] = to;
+                let m = self.moves.remove(shard).ok_or_else(|| format!("shard {shard} is not moving"))?;
+                self.shard_orders[*shard as usize] = m.to;
             }
             MapChange::CancelMove { shard } => {
-                self.moving.remove(shard).ok_or_else(|| format!("shard {shard} is not moving"))?;
+                self.moves.remove(shard).ok_or_else(|| format!("shard {shard} is not moving"))?;
             }
+            MapChange::PlanMoves { moves } => self.plan_moves(moves)?,
+            MapChange::StartMove { shard, to, keys, bytes } => self.start_move(*shard, *to, *keys, *bytes)?,
+            MapChange::FreezeMove { shard, id } => self.advance_move(*shard, *id, MovePhase::Frozen)?,
+            MapChange::SwitchMove { shard, id } => self.advance_move(*shard, *id, MovePhase::Switched)?,
+            MapChange::FinishMove { shard, id } => self.finish_move(*shard, *id)?,
+            MapChange::AbortMove { shard, id } => self.abort_move(*shard, *id)?,
+            MapChange::CancelMoves => self.cancel_moves()?,
             MapChange::Set { name, value } => {
                 self.settings.set(name, value).map_err(|e| e.to_string())?;
             }

@@ -2,7 +2,9 @@
 //! the recovery coordinator; when leadership moves, the coordinator moves with it.
 
 pub mod journal;
+mod legacy;
 pub mod map;
+pub mod moves;
 pub mod settings;
 pub mod state_machine;
 

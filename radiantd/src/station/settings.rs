@@ -19,11 +19,27 @@ pub struct Settings {
     /// Each node's limit for sending snapshots, in MiB/s; 0 means unlimited. Catching up a
     /// new replica of a large order must not take all of a node's disk and network.
     pub snapshot_rate_mib: u32,
+    /// Each node's limit for sending shard moves, in MiB/s; 0 means unlimited. A rebalance
+    /// must not starve the clients of the orders it moves between.
+    pub move_rate_mib: u32,
+    /// Moves under way at once, over the cluster.
+    pub move_concurrency: u32,
+    /// Whether the coordinator rebalances by itself when the layout is uneven (an order formed
+    /// or left).
+    pub auto_rebalance: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { down_after_ms: 3_000, replace_after_ms: 300_000, auto_replace: true, snapshot_rate_mib: 0 }
+        Self {
+            down_after_ms: 3_000,
+            replace_after_ms: 300_000,
+            auto_replace: true,
+            snapshot_rate_mib: 0,
+            move_rate_mib: 64,
+            move_concurrency: 2,
+            auto_rebalance: true,
+        }
     }
 }
 
@@ -73,6 +89,14 @@ struct Def {
     set: fn(&mut Settings, &str) -> Result<(), &'static str>,
 }
 
+fn boolean(v: &str) -> Result<bool, &'static str> {
+    match v {
+        "true" | "on" | "1" => Ok(true),
+        "false" | "off" | "0" => Ok(false),
+        _ => Err("true or false"),
+    }
+}
+
 fn millis(v: &str, min: u64) -> Result<u64, ()> {
     v.parse::<u64>().ok().filter(|ms| *ms >= min && *ms <= 30 * 24 * 3_600_000).ok_or(())
 }
@@ -101,11 +125,7 @@ const DEFS: &[Def] = &[
         meaning: "replace dead members with spares without an operator",
         get: |s| s.auto_replace.to_string(),
         set: |s, v| {
-            s.auto_replace = match v {
-                "true" | "on" | "1" => true,
-                "false" | "off" | "0" => false,
-                _ => return Err("true or false"),
-            };
+            s.auto_replace = boolean(v)?;
             Ok(())
         },
     },
@@ -115,6 +135,33 @@ const DEFS: &[Def] = &[
         get: |s| s.snapshot_rate_mib.to_string(),
         set: |s, v| {
             s.snapshot_rate_mib = v.parse().map_err(|_| "MiB/s, 0 (unlimited) to 4294967295")?;
+            Ok(())
+        },
+    },
+    Def {
+        name: "move_rate_mib",
+        meaning: "each node's limit for sending shard moves, in MiB/s (0: unlimited)",
+        get: |s| s.move_rate_mib.to_string(),
+        set: |s, v| {
+            s.move_rate_mib = v.parse().map_err(|_| "MiB/s, 0 (unlimited) to 4294967295")?;
+            Ok(())
+        },
+    },
+    Def {
+        name: "move_concurrency",
+        meaning: "shard moves under way at once, over the cluster",
+        get: |s| s.move_concurrency.to_string(),
+        set: |s, v| {
+            s.move_concurrency = v.parse().ok().filter(|n| (1..=64).contains(n)).ok_or("1 to 64")?;
+            Ok(())
+        },
+    },
+    Def {
+        name: "auto_rebalance",
+        meaning: "rebalance shards without an operator when an order forms or leaves",
+        get: |s| s.auto_rebalance.to_string(),
+        set: |s, v| {
+            s.auto_rebalance = boolean(v)?;
             Ok(())
         },
     },
@@ -166,7 +213,18 @@ mod tests {
     fn every_setting_is_listed_with_its_default() {
         let s = Settings::default();
         let names: Vec<_> = s.list().iter().map(|i| i.name).collect();
-        assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace", "snapshot_rate_mib"]);
+        assert_eq!(
+            names,
+            [
+                "down_after_ms",
+                "replace_after_ms",
+                "auto_replace",
+                "snapshot_rate_mib",
+                "move_rate_mib",
+                "move_concurrency",
+                "auto_rebalance"
+            ]
+        );
         assert!(s.list().iter().all(|i| i.value == i.default && !i.meaning.is_empty()));
         assert_eq!(s.replace_after_ms, 300_000, "CockroachDB's five minutes");
         assert_eq!(s.snapshot_rate_mib, 0, "snapshots unlimited unless an operator says otherwise");
@@ -180,6 +238,9 @@ mod tests {
         assert_eq!(s.set("auto_replace", "off").unwrap().value, "false");
         assert_eq!(s.set("snapshot_rate_mib", "50").unwrap().value, "50");
         assert_eq!(s.snapshot_rate_mib, 50);
+        assert_eq!(s.set("move_rate_mib", "8").unwrap().value, "8");
+        assert_eq!(s.set("move_concurrency", "4").unwrap().value, "4");
+        assert_eq!(s.set("auto_rebalance", "false").unwrap().value, "false");
         let before = s.clone();
         assert!(matches!(s.set("replace_after", "1"), Err(SettingError::Unknown { .. })));
         assert!(matches!(s.set("down_after_ms", "10"), Err(SettingError::BadValue { .. })));
@@ -187,8 +248,10 @@ mod tests {
         assert!(matches!(s.set("auto_replace", "maybe"), Err(SettingError::BadValue { .. })));
         assert!(matches!(s.set("snapshot_rate_mib", "-1"), Err(SettingError::BadValue { .. })));
         assert!(matches!(s.set("snapshot_rate_mib", "1.5"), Err(SettingError::BadValue { .. })));
+        assert!(matches!(s.set("move_concurrency", "0"), Err(SettingError::BadValue { .. })));
+        assert!(matches!(s.set("auto_rebalance", "yes"), Err(SettingError::BadValue { .. })));
         assert_eq!(s, before);
         let e = s.set("nope", "1").unwrap_err().to_string();
-        assert!(e.contains("down_after_ms, replace_after_ms, auto_replace, snapshot_rate_mib"), "{e}");
+        assert!(e.contains("down_after_ms, replace_after_ms, auto_replace, snapshot_rate_mib, move_rate_mib"), "{e}");
     }
 }

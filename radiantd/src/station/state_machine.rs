@@ -30,6 +30,8 @@ use tokio::sync::watch;
 use super::journal::Filter;
 use super::journal::JOURNAL_CAP;
 use super::journal::JournalEntry;
+use super::legacy::SmStateV1;
+use super::legacy::SnapshotV1;
 use super::map::ClusterMap;
 use super::map::StationCommand;
 use super::map::StationResponse;
@@ -167,7 +169,7 @@ impl StationStateMachine {
             let txn = db.begin_read().map_err(io_err)?;
             let table = txn.open_table(STATION_SM).map_err(io_err)?;
             match table.get(STATE).map_err(io_err)? {
-                Some(v) => codec::decode_stored(v.value())?,
+                Some(v) => codec::decode_stored_or_legacy::<SmState, SmStateV1>(v.value())?,
                 None => SmState::default(),
             }
         };
@@ -303,7 +305,8 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
         meta: &SnapshotMetaOf<StationConfig>,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
-        let (map, journal_seq, journal): (ClusterMap, u64, Vec<JournalEntry>) = codec::decode_stored(&snapshot)?;
+        let (map, journal_seq, journal): (ClusterMap, u64, Vec<JournalEntry>) =
+            codec::decode_stored_or_legacy::<_, SnapshotV1>(&snapshot)?;
         let next =
             SmState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone(), map, journal_seq };
         let stored = codec::encode_stored(&StoredSnapshot { meta: meta.clone(), data: snapshot })?;
