@@ -1115,6 +1115,8 @@ impl<'t> Batch<'t> {
 
 #[cfg(test)]
 mod tests {
+    use openraft::entry::RaftEntry;
+
     use super::*;
 
     /// How `KvCommand` was declared before its byte fields went through `serde_bytes`.
@@ -1286,5 +1288,421 @@ mod tests {
         assert!(all_rows(&db2, 7).is_empty());
         assert!(!sm2.snapshot_dir().path().exists());
         assert_eq!(all_rows(&db2, 70).len(), 1);
+    }
+
+    // --- Shard moves: a state machine driven through `apply_entries`, which `apply` calls.
+
+    /// An order's state machine with the index its next entry gets.
+    struct Sm {
+        sm: KvStateMachine,
+        next: u64,
+    }
+
+    impl Sm {
+        fn open(db: &Arc<Database>, dir: &Path, order: OrderId) -> Self {
+            Sm { sm: KvStateMachine::open(db.clone(), order, dir).unwrap(), next: 1 }
+        }
+
+        /// Applies the commands as one batch of entries, at the next indices.
+        async fn apply(&mut self, cmds: impl IntoIterator<Item = KvCommand>) -> Vec<KvResponse> {
+            let next = &mut self.next;
+            let entries = cmds
+                .into_iter()
+                .map(|c| {
+                    *next += 1;
+                    EntryOf::<OrderConfig>::new_normal(openraft::testing::log_id::<OrderConfig>(1, 1, *next - 1), c)
+                })
+                .collect();
+            self.sm.apply_entries(entries).await.unwrap()
+        }
+
+        async fn one(&mut self, cmd: KvCommand) -> KvResponse {
+            self.apply([cmd]).await.remove(0)
+        }
+
+        /// The index of the last entry applied.
+        fn last(&self) -> u64 {
+            self.next - 1
+        }
+
+        /// Every chunk of one pass, each read after the previous chunk's last key.
+        fn export_pass(&self, shard: u32, move_id: u64, mode: ExportMode, limit: usize) -> Vec<ExportChunk> {
+            let mut chunks: Vec<ExportChunk> = Vec::new();
+            loop {
+                let after = chunks.last().and_then(|c| c.rows.last()).map(|r| r.key.clone());
+                let chunk = self.sm.export(shard, move_id, mode, after.as_deref(), limit).unwrap();
+                let more = chunk.more;
+                chunks.push(chunk);
+                if !more {
+                    return chunks;
+                }
+            }
+        }
+
+        fn rows(&self, shard: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+            self.sm.scan(shard, b"", usize::MAX).unwrap()
+        }
+
+        fn shard_stats(&self, shard: u32) -> ShardStats {
+            self.sm.stats().unwrap().get(&shard).copied().unwrap_or_default()
+        }
+    }
+
+    fn new_db(dir: &tempfile::TempDir) -> Arc<Database> {
+        Arc::new(Database::create(dir.path().join("db.redb")).unwrap())
+    }
+
+    fn put(shard: u32, key: &str, value: &str) -> KvCommand {
+        KvCommand::Put { shard, key: key.into(), value: value.into() }
+    }
+
+    fn del(shard: u32, key: &str) -> KvCommand {
+        KvCommand::Delete { shard, key: key.into() }
+    }
+
+    fn row(key: &str, value: Option<&str>) -> MoveRow {
+        MoveRow { key: key.into(), value: value.map(|v| ByteBuf::from(v.as_bytes())) }
+    }
+
+    fn rows_of(chunks: &[ExportChunk]) -> Vec<MoveRow> {
+        chunks.iter().flat_map(|c| c.rows.clone()).collect()
+    }
+
+    const REFUSED: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: true };
+    const DONE: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: false };
+
+    /// Every dirty-table entry of `order`, by shard and key.
+    fn all_dirty(db: &Database, order: OrderId) -> Vec<(u32, Vec<u8>, u64)> {
+        let txn = db.begin_read().unwrap();
+        let mut out = Vec::new();
+        for (shard, name) in numbered_tables(txn.list_tables().unwrap(), &dirty_prefix(order)) {
+            for item in txn.open_table(dirty_table(&name)).unwrap().iter().unwrap() {
+                let (k, i) = item.unwrap();
+                out.push((shard, k.value().to_vec(), i.value()));
+            }
+        }
+        out
+    }
+
+    fn dirty_exists(db: &Database, order: OrderId, shard: u32) -> bool {
+        let txn = db.begin_read().unwrap();
+        open_read(&txn, dirty_table(&dirty_name(order, shard))).unwrap().is_some()
+    }
+
+    /// S1. The source exports its rows in chunks, and then exactly the keys written since an
+    /// index, with their values now or as tombstones; only for the move it tracks.
+    #[tokio::test]
+    async fn a_tracked_shard_exports_its_base_and_its_deltas() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = Sm::open(&new_db(&dir), dir.path(), 1);
+        src.one(KvCommand::Acquire { shards: vec![3], epoch: 1 }).await;
+        src.apply((0..20).map(|i| put(3, &format!("k{i:02}"), &format!("v{i:02}")))).await;
+        let not_tracking = src.sm.export(3, 5, ExportMode::Base, None, 100);
+        assert!(matches!(not_tracking, Err(ExportError::NotTracking { order: 1, shard: 3, move_id: 5 })));
+        assert_eq!(src.one(KvCommand::Track { shard: 4, move_id: 5 }).await, REFUSED, "shard 4 is not owned");
+        assert_eq!(src.one(KvCommand::Track { shard: 3, move_id: 5 }).await, DONE);
+        assert!(matches!(src.sm.export(3, 6, ExportMode::Base, None, 100), Err(ExportError::NotTracking { .. })));
+        assert_eq!(src.sm.move_state().unwrap().tracking, [(3, 5)].into());
+
+        tracing::info!("--- the base, 6-byte rows in chunks of at least 20 bytes");
+        let base = src.export_pass(3, 5, ExportMode::Base, 20);
+        assert_eq!(base.iter().map(|c| c.rows.len()).collect::<Vec<_>>(), [4, 4, 4, 4, 4]);
+        let expected: Vec<MoveRow> = (0..20).map(|i| row(&format!("k{i:02}"), Some(&format!("v{i:02}")))).collect();
+        assert_eq!(rows_of(&base), expected);
+        let x = src.last();
+        for c in &base {
+            assert_eq!((c.applied_index, c.frozen, c.stats), (x, false, src.shard_stats(3)));
+        }
+        assert_eq!(src.shard_stats(3).keys, 20);
+        let one = src.sm.export(3, 5, ExportMode::Base, Some(b"k18"), 0).unwrap();
+        assert_eq!((one.rows, one.more), (vec![row("k19", Some("v19"))], false), "a zero limit still moves a row");
+
+        tracing::info!("--- writes after the base: the delta holds them, not the rows written before Track");
+        let resp = src.apply([put(3, "k05", "new"), del(3, "k07"), put(3, "k25", "v25"), del(3, "nothing")]).await;
+        assert_eq!(resp.iter().map(|r| r.existed).collect::<Vec<_>>(), [true, true, false, false]);
+        let changed = vec![row("k05", Some("new")), row("k07", None), row("k25", Some("v25")), row("nothing", None)];
+        let delta = src.export_pass(3, 5, ExportMode::Delta { after_index: x }, 1 << 20);
+        assert_eq!((delta.len(), rows_of(&delta)), (1, changed.clone()));
+        assert_eq!(rows_of(&src.export_pass(3, 5, ExportMode::Delta { after_index: 0 }, 1 << 20)), changed);
+        let after_k07 = src.sm.export(3, 5, ExportMode::Delta { after_index: x }, Some(b"k07"), 1).unwrap();
+        assert_eq!((after_k07.rows, after_k07.more), (vec![row("k25", Some("v25"))], true));
+
+        tracing::info!("--- a key written again shows in the next round only once");
+        let y = src.last();
+        src.apply([put(3, "k05", "newer"), put(3, "k05", "newest")]).await;
+        let round = src.export_pass(3, 5, ExportMode::Delta { after_index: y }, 1 << 20);
+        assert_eq!(rows_of(&round), [row("k05", Some("newest"))]);
+        assert_eq!(round[0].applied_index, src.last());
+
+        tracing::info!("--- Track again: the same move keeps its keys, another starts afresh");
+        assert_eq!(src.one(KvCommand::Track { shard: 3, move_id: 5 }).await, DONE);
+        assert_eq!(all_dirty(&src.sm.db, 1).len(), 4);
+        assert_eq!(src.one(KvCommand::Track { shard: 3, move_id: 6 }).await, DONE);
+        assert!(all_dirty(&src.sm.db, 1).is_empty());
+        assert!(src.sm.export(3, 5, ExportMode::Base, None, 100).is_err());
+        assert_eq!(src.one(KvCommand::Untrack { shard: 3, move_id: 5 }).await, REFUSED);
+        assert_eq!(src.one(KvCommand::Untrack { shard: 3, move_id: 6 }).await, DONE);
+        assert!(!dirty_exists(&src.sm.db, 1, 3));
+        assert_eq!(src.sm.move_state().unwrap(), MoveState::default());
+        assert_eq!(src.one(put(3, "k30", "v")).await, DONE, "an untracked write is not recorded");
+        assert!(!dirty_exists(&src.sm.db, 1, 3));
+    }
+
+    fn ingest(shard: u32, move_id: u64, chunk: &ExportChunk, cursor: &mut MoveCursor) -> KvCommand {
+        cursor.after_key = chunk.rows.last().map(|r| ByteBuf::from(r.key.clone())).filter(|_| chunk.more);
+        cursor.pass_index = cursor.pass_index.min(chunk.applied_index);
+        KvCommand::Ingest { shard, move_id, rows: chunk.rows.clone(), cursor: cursor.clone() }
+    }
+
+    /// S2. A destination in the same database receives a shard: Prepare and Ingest repeat
+    /// safely, Seal checks the source's digest, Acquire waits for the seal, and the copy ends
+    /// with the source's rows and stats.
+    #[tokio::test]
+    async fn a_shard_moves_between_orders_and_seals_on_the_source_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let (mut src, mut dst) = (Sm::open(&db, dir.path(), 1), Sm::open(&db, dir.path(), 2));
+        src.one(KvCommand::Acquire { shards: vec![3, 4], epoch: 1 }).await;
+        src.apply((0..50).map(|i| put(3, &format!("key-{i:03}"), &"x".repeat(i)))).await;
+        src.one(put(4, "other", "shard")).await;
+        src.one(KvCommand::Track { shard: 3, move_id: 7 }).await;
+
+        tracing::info!("--- an earlier attempt left rows; Prepare for this move clears them once");
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 6 }).await, DONE);
+        let junk = vec![row("junk", Some("j"))];
+        let old = KvCommand::Ingest { shard: 3, move_id: 6, rows: junk, cursor: MoveCursor::default() };
+        assert_eq!(dst.one(old).await, DONE);
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, DONE);
+        assert_eq!((dst.rows(3), dst.shard_stats(3)), (vec![], ShardStats::default()));
+
+        tracing::info!("--- the base, ingested twice");
+        let base = src.export_pass(3, 7, ExportMode::Base, 200);
+        assert!(base.len() > 3, "{} chunks", base.len());
+        let mut cursor = MoveCursor { pass_index: u64::MAX, ..Default::default() };
+        for c in &base {
+            assert_eq!(dst.one(ingest(3, 7, c, &mut cursor)).await, DONE);
+        }
+        let once = dst.shard_stats(3);
+        assert_eq!(once, src.shard_stats(3));
+        let progress = dst.sm.move_state().unwrap();
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, DONE, "again: keeps progress");
+        assert_eq!((dst.shard_stats(3), dst.sm.move_state().unwrap()), (once, progress));
+        for c in &base {
+            dst.one(ingest(3, 7, c, &mut cursor)).await;
+        }
+        assert_eq!(dst.shard_stats(3), once);
+        let wrong_move =
+            KvCommand::Ingest { shard: 3, move_id: 8, rows: vec![row("x", Some("y"))], cursor: MoveCursor::default() };
+        assert_eq!(dst.one(wrong_move).await, REFUSED);
+        cursor = MoveCursor { base_done: true, watermark: cursor.pass_index, pass_index: u64::MAX, after_key: None };
+        assert_eq!(dst.sm.move_state().unwrap().incoming[&3].cursor.after_key, None);
+
+        tracing::info!("--- the source keeps serving, then freezes");
+        src.apply([put(3, "key-001", "changed"), del(3, "key-002"), put(3, "key-100", "new")]).await;
+        src.one(KvCommand::Release { shards: vec![3], epoch: 8 }).await;
+        assert!(src.one(put(3, "key-003", "late")).await.wrong_shard);
+
+        tracing::info!("--- the final delta, then Seal and Acquire");
+        let last = src.export_pass(3, 7, ExportMode::Delta { after_index: cursor.watermark }, 1 << 20);
+        assert_eq!(rows_of(&last).len(), 3);
+        let digest = last[0].stats;
+        assert!(last[0].frozen);
+        for c in &last {
+            dst.one(ingest(3, 7, c, &mut cursor)).await;
+        }
+        let off = ShardStats { keys: digest.keys + 1, ..digest };
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest: off }).await, REFUSED);
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 6, digest }).await, REFUSED);
+        assert_eq!(dst.one(KvCommand::Acquire { shards: vec![3, 9], epoch: 8 }).await, DONE);
+        assert_eq!(dst.sm.owned().unwrap(), [9].into(), "an unsealed shard is not acquired, others are");
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest }).await, DONE);
+        assert!(dst.sm.move_state().unwrap().incoming[&3].sealed);
+        let after_seal =
+            KvCommand::Ingest { shard: 3, move_id: 7, rows: vec![row("x", Some("y"))], cursor: MoveCursor::default() };
+        assert_eq!(dst.one(after_seal).await, REFUSED, "sealed rows do not change");
+        assert_eq!(dst.one(KvCommand::Acquire { shards: vec![3], epoch: 8 }).await, DONE);
+        assert_eq!(dst.sm.owned().unwrap(), [3, 9].into());
+        assert_eq!(dst.sm.move_state().unwrap(), MoveState::default());
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, REFUSED, "owned");
+
+        assert_eq!(dst.rows(3), src.rows(3));
+        assert_eq!(dst.shard_stats(3), src.shard_stats(3));
+        assert_eq!(dst.sm.get(3, b"key-001").unwrap(), Some(b"changed".to_vec()));
+        assert_eq!(dst.sm.get(3, b"key-002").unwrap(), None);
+        assert_eq!(src.rows(4).len(), 1, "the source's other shard is untouched");
+        assert!(dst.rows(4).is_empty());
+    }
+
+    /// Builds a snapshot of `from` and installs it on `to` through openraft's API, as a
+    /// received file in `to`'s snapshot directory.
+    async fn copy_snapshot(
+        from: &mut KvStateMachine,
+        to: &mut KvStateMachine,
+    ) -> SnapshotOf<OrderConfig, SnapshotFile> {
+        let snap = from.build_snapshot().await.unwrap();
+        let path = to.snapshot_dir().path().join("recv.part");
+        std::fs::copy(&snap.snapshot.path, &path).unwrap();
+        to.install_snapshot(&snap.meta, SnapshotFile { path, ..snap.snapshot.clone() }).await.unwrap();
+        snap
+    }
+
+    /// S3. A snapshot carries the owned shards, release epochs, stats, move state and dirty
+    /// tables: a replica that installs it exports the same delta as the one that built it.
+    #[tokio::test]
+    async fn move_state_and_dirty_tables_travel_in_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Sm::open(&new_db(&dir), dir.path(), 1);
+        a.one(KvCommand::Acquire { shards: vec![1, 2, 3, 4], epoch: 1 }).await;
+        a.apply((0..30).map(|i| put(i % 3 + 1, &format!("k{i}"), "v"))).await;
+        // Shard 4's table ends empty: it has no stats entry, here or where the snapshot goes.
+        a.apply([put(4, "brief", "x"), del(4, "brief")]).await;
+        a.apply([KvCommand::Track { shard: 2, move_id: 5 }, KvCommand::Track { shard: 3, move_id: 5 }]).await;
+        a.apply([put(2, "k1", "w"), del(2, "k4"), put(2, "new", "n")]).await;
+        a.one(KvCommand::Release { shards: vec![1], epoch: 4 }).await;
+        a.one(KvCommand::Prepare { shard: 9, move_id: 6 }).await;
+        let cursor = MoveCursor { after_key: Some(ByteBuf::from(b"r".to_vec())), pass_index: 77, ..Default::default() };
+        a.one(KvCommand::Ingest { shard: 9, move_id: 6, rows: vec![row("r", Some("s"))], cursor }).await;
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut b = Sm::open(&new_db(&dir2), dir2.path(), 1);
+        // Stale state of the same order on the installing node goes.
+        b.one(KvCommand::Acquire { shards: vec![5], epoch: 1 }).await;
+        b.apply([put(5, "stale", "x"), KvCommand::Track { shard: 5, move_id: 2 }, put(5, "stale2", "y")]).await;
+
+        copy_snapshot(&mut a.sm, &mut b.sm).await;
+        assert_eq!(b.sm.owned().unwrap(), [2, 3, 4].into());
+        let applied = |s: &Sm| s.sm.meta::<Applied>(APPLIED).unwrap().unwrap();
+        assert_eq!(applied(&b), applied(&a));
+        assert_eq!(applied(&b).released_at, [(1, 4)].into());
+        assert_eq!(b.sm.stats().unwrap(), a.sm.stats().unwrap());
+        assert_eq!(b.sm.stats().unwrap().keys().copied().collect::<Vec<_>>(), [1, 2, 3, 9]);
+        assert_eq!(b.sm.move_state().unwrap(), a.sm.move_state().unwrap());
+        assert_eq!(all_dirty(&b.sm.db, 1), all_dirty(&a.sm.db, 1));
+        assert_eq!(all_dirty(&b.sm.db, 1).len(), 3);
+        assert!(dirty_exists(&b.sm.db, 1, 3), "a tracked shard without writes keeps its empty dirty table");
+        assert!(!dirty_exists(&b.sm.db, 1, 5));
+        for shard in [2, 3] {
+            let delta = |s: &Sm| s.export_pass(shard, 5, ExportMode::Delta { after_index: 0 }, 1 << 20);
+            assert_eq!(delta(&b), delta(&a));
+            let base = |s: &Sm| s.export_pass(shard, 5, ExportMode::Base, 1 << 20);
+            assert_eq!(base(&b), base(&a));
+        }
+        assert_eq!(rows_of(&b.export_pass(2, 5, ExportMode::Delta { after_index: 0 }, 1 << 20)).len(), 3);
+    }
+
+    /// A snapshot file of the previous release (format 1, no move state or dirty tables)
+    /// installs, computing the stats of its rows and clearing the replica's move state.
+    #[tokio::test]
+    async fn a_version_1_snapshot_installs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = Sm::open(&new_db(&dir), dir.path(), 4);
+        sm.one(KvCommand::Acquire { shards: vec![1], epoch: 1 }).await;
+        sm.apply([KvCommand::Track { shard: 1, move_id: 3 }, put(1, "k", "v")]).await;
+        let meta = SnapshotMetaOf::<OrderConfig> {
+            last_log_id: Some(openraft::testing::log_id::<OrderConfig>(2, 1, 40)),
+            ..Default::default()
+        };
+        let header = SnapshotHeader {
+            meta: meta.clone(),
+            owned: [2].into(),
+            released_at: [(1, 5)].into(),
+            moves: MoveState::default(),
+        };
+        let path = sm.sm.snapshot_dir().path().join("old.part");
+        let mut w = SnapshotWriter::new_v1(File::create(&path).unwrap(), &header).unwrap();
+        w.record(2, b"a", b"1").unwrap();
+        w.record(2, b"b", b"22").unwrap();
+        let (_, summary) = w.finish().unwrap();
+        let file = SnapshotFile { path, len: summary.file_bytes, crc32: summary.crc32 };
+        sm.sm.install_snapshot(&meta, file).await.unwrap();
+
+        assert_eq!(sm.sm.owned().unwrap(), [2].into());
+        assert_eq!(sm.sm.move_state().unwrap(), MoveState::default());
+        assert!(all_dirty(&sm.sm.db, 4).is_empty() && !dirty_exists(&sm.sm.db, 4, 1));
+        let mut expected = ShardStats::default();
+        expected.put(b"a", b"1", None);
+        expected.put(b"b", b"22", None);
+        assert_eq!(sm.sm.stats().unwrap(), [(2, expected)].into());
+        assert_eq!(sm.rows(1), vec![]);
+    }
+
+    /// S4. Release fences writes and a stale Acquire; Drop waits until the shard is not
+    /// served and is fenced by the move id; an old data dir gets its stats on open.
+    #[tokio::test]
+    async fn release_fences_and_drop_clears_a_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = Sm::open(&new_db(&dir), dir.path(), 1);
+        sm.one(KvCommand::Acquire { shards: vec![1, 2], epoch: 3 }).await;
+        assert_eq!(sm.apply([put(1, "a", "1"), put(2, "b", "2"), put(2, "c", "3")]).await, [DONE, DONE, DONE]);
+        sm.one(KvCommand::Track { shard: 2, move_id: 9 }).await;
+        sm.one(put(2, "d", "4")).await;
+
+        tracing::info!("--- Release fences writes; an Acquire decided before it is ignored");
+        sm.one(KvCommand::Release { shards: vec![1], epoch: 5 }).await;
+        assert_eq!(sm.one(put(1, "a", "late")).await, KvResponse { wrong_shard: true, ..Default::default() });
+        assert_eq!(sm.one(del(1, "a")).await, KvResponse { wrong_shard: true, ..Default::default() });
+        assert_eq!(sm.sm.get(1, b"a").unwrap(), Some(b"1".to_vec()));
+        sm.apply([KvCommand::Acquire { shards: vec![1], epoch: 4 }, KvCommand::Acquire { shards: vec![1], epoch: 5 }])
+            .await;
+        assert_eq!(sm.sm.owned().unwrap(), [2].into());
+
+        tracing::info!("--- Drop: refused while served or for another move");
+        assert_eq!(sm.one(KvCommand::Drop { shard: 2, move_id: 9 }).await, REFUSED);
+        sm.one(KvCommand::Release { shards: vec![2], epoch: 6 }).await;
+        assert_eq!(sm.sm.move_state().unwrap().tracking, [(2, 9)].into(), "Release keeps tracking");
+        assert_eq!(all_dirty(&sm.sm.db, 1).len(), 1);
+        assert_eq!(sm.one(KvCommand::Drop { shard: 2, move_id: 8 }).await, REFUSED);
+        assert_eq!(sm.shard_stats(2).keys, 3);
+        assert_eq!(sm.one(KvCommand::Drop { shard: 2, move_id: 9 }).await, DONE);
+        assert!(sm.rows(2).is_empty());
+        assert!(!dirty_exists(&sm.sm.db, 1, 2));
+        assert_eq!(sm.sm.move_state().unwrap(), MoveState::default());
+        assert_eq!(sm.sm.stats().unwrap().keys().copied().collect::<Vec<_>>(), [1]);
+        // Rows no move knows of are leftovers: any move's Drop clears them.
+        assert_eq!(sm.one(KvCommand::Drop { shard: 1, move_id: 1 }).await, DONE);
+        assert!(sm.rows(1).is_empty());
+        assert_eq!(sm.sm.stats().unwrap(), BTreeMap::new());
+        // A shard received for another move is not dropped.
+        sm.one(KvCommand::Prepare { shard: 7, move_id: 10 }).await;
+        assert_eq!(sm.one(KvCommand::Drop { shard: 7, move_id: 9 }).await, REFUSED);
+        assert_eq!(sm.one(KvCommand::Drop { shard: 7, move_id: 10 }).await, DONE);
+        assert_eq!(sm.sm.move_state().unwrap(), MoveState::default());
+    }
+
+    /// A data dir of the release before stats has shard tables but no stats record: open
+    /// computes it, and apply (through openraft's API) keeps it up to date from there.
+    #[tokio::test]
+    async fn open_computes_the_stats_of_an_older_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let rows: Rows = (0..40u32).map(|i| (i % 4, format!("k{i}").into_bytes(), vec![b'v'; i as usize])).collect();
+        put_rows(&db, 7, &rows);
+        put_rows(&db, 8, &vec![(0, b"other".to_vec(), b"order".to_vec())]);
+        set_applied(&db, 7, &Applied { owned: [0, 1, 2, 3].into(), ..Default::default() });
+        let mut expected: BTreeMap<u32, ShardStats> = BTreeMap::new();
+        for (s, k, v) in &rows {
+            expected.entry(*s).or_default().put(k, v, None);
+        }
+
+        let mut sm = KvStateMachine::open(db.clone(), 7, dir.path()).unwrap();
+        assert_eq!(sm.stats().unwrap(), expected);
+        assert!(sm.meta::<BTreeMap<u32, ShardStats>>(STATS).unwrap().is_some(), "stored");
+        assert_eq!(KvStateMachine::open(db.clone(), 8, dir.path()).unwrap().stats().unwrap().len(), 1);
+
+        let entry = |index, cmd| {
+            let e = EntryOf::<OrderConfig>::new_normal(openraft::testing::log_id::<OrderConfig>(1, 1, index), cmd);
+            Ok((e, None))
+        };
+        let entries = vec![entry(1, put(1, "k1", "replaced")), entry(2, del(2, "k2")), entry(3, put(3, "fresh", "x"))];
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
+        let s = expected.get_mut(&1).unwrap();
+        s.put(b"k1", b"replaced", Some(b"v"));
+        expected.get_mut(&2).unwrap().remove(b"k2", b"vv");
+        expected.get_mut(&3).unwrap().put(b"fresh", b"x", None);
+        assert_eq!(sm.stats().unwrap(), expected);
+        assert_eq!(sm.stats().unwrap(), KvStateMachine::open(db.clone(), 7, dir.path()).unwrap().stats().unwrap());
+        KvStateMachine::purge(&db, dir.path(), 7).unwrap();
+        assert_eq!(sm.stats().unwrap(), BTreeMap::new());
+        assert_eq!(sm.move_state().unwrap(), MoveState::default());
     }
 }
