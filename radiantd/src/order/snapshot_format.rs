@@ -4,12 +4,19 @@
 //!
 //! ```text
 //! magic    8 bytes   "RADSNAP\n"
-//! version  u32 LE    FORMAT_VERSION
-//! header   u32 LE length, then postcard(SnapshotHeader): Raft meta, owned shards, released_at
+//! version  u32 LE    FORMAT_VERSION (2; version 1 is still read)
+//! header   u32 LE length, then postcard(SnapshotHeader): Raft meta, owned shards, released_at,
+//!                    move state (version 1: no move state; it reads as none)
 //! records  0x01, shard u32 LE, key length u32 LE, value length u32 LE, key, value   (repeated)
 //! end      0x00
 //! trailer  records u64 LE, key and value bytes u64 LE, crc32 u32 LE
 //! ```
+//!
+//! Records come grouped by their shard field: first the rows of each shard table, then the
+//! dirty tables of the shards the order tracks for a move (version 2 only). A dirty record's
+//! shard field is [`DIRTY_TAG`]` | shard` and its value the log index of the key's last write,
+//! u64 LE: the tables go with the snapshot because a replica that installs it may be the one
+//! a destination pulls the next delta from. Shard numbers never have that bit set.
 //!
 //! The crc32 covers every byte before it. A reader refuses a file whose magic, version,
 //! counts or checksum do not match, or that has bytes after the trailer; but since the
@@ -27,19 +34,29 @@ use openraft::alias::SnapshotMetaOf;
 use serde::Deserialize;
 use serde::Serialize;
 
+use super::shard_move::MoveState;
 use super::state_machine::OrderConfig;
 use crate::raft::codec;
 
 /// Identifies a Radiant order snapshot file.
 pub const MAGIC: &[u8; 8] = b"RADSNAP\n";
 
-/// The version this code writes and the only one it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version this code writes. It reads this one and version 1 (no move state, no dirty
+/// tables), so a snapshot a node of the previous release built still installs.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The oldest version this code reads.
+const OLDEST_VERSION: u32 = 1;
+
+/// Set in a record's shard field when the record is a dirty-table entry of that shard, not a
+/// row: one bit keeps the record layout of version 1 while telling the two apart.
+pub const DIRTY_TAG: u32 = 1 << 31;
 
 /// Bytes of the trailer after the end tag.
 pub const TRAILER_BYTES: u64 = 8 + 8 + 4;
 
-/// Largest header accepted: it holds a membership and two shard sets, a few KiB at most.
+/// Largest header accepted: it holds a membership, two shard sets and the move state (a
+/// cursor with one key per incoming shard), a few KiB at most.
 const MAX_HEADER_BYTES: u32 = 16 * 1024 * 1024;
 
 /// Largest key or value accepted. Far above the Kv limits; it only stops a damaged length
@@ -58,6 +75,46 @@ pub struct SnapshotHeader {
     pub owned: BTreeSet<u32>,
     /// The map epoch each shard was last released at.
     pub released_at: BTreeMap<u32, u64>,
+    /// The shards the order tracks or receives in a move, as its log decided.
+    pub moves: MoveState,
+}
+
+/// The header of version 1 files, written before shard moves: postcard is not
+/// self-describing, so the old shape is decoded as it was and the move state defaulted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotHeaderV1 {
+    meta: SnapshotMetaOf<OrderConfig>,
+    owned: BTreeSet<u32>,
+    released_at: BTreeMap<u32, u64>,
+}
+
+impl From<SnapshotHeaderV1> for SnapshotHeader {
+    fn from(h: SnapshotHeaderV1) -> Self {
+        Self { meta: h.meta, owned: h.owned, released_at: h.released_at, moves: MoveState::default() }
+    }
+}
+
+/// Which table a record belongs to, from its shard field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordTable {
+    /// A row of the shard's table.
+    Shard(u32),
+    /// An entry of the shard's dirty table: the value is [`dirty_index`]'s input.
+    Dirty(u32),
+}
+
+impl RecordTable {
+    /// Reads a record's shard field.
+    pub fn of(field: u32) -> Self {
+        if field & DIRTY_TAG != 0 { Self::Dirty(field & !DIRTY_TAG) } else { Self::Shard(field) }
+    }
+}
+
+/// The log index a dirty record's value holds.
+pub fn dirty_index(value: &[u8]) -> Result<u64, FormatError> {
+    let bytes: [u8; 8] =
+        value.try_into().map_err(|_| FormatError::Damaged(format!("a dirty record value of {} bytes", value.len())))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// Counts written to (and checked from) the trailer.
@@ -83,7 +140,7 @@ pub enum FormatError {
     #[error("not a Radiant snapshot file (bad magic)")]
     BadMagic,
     /// Written by a version of Radiant this one cannot read.
-    #[error("snapshot format version {0}; this build reads version {FORMAT_VERSION}")]
+    #[error("snapshot format version {0}; this build reads versions {OLDEST_VERSION} to {FORMAT_VERSION}")]
     Version(u32),
     /// The file is damaged or cut short.
     #[error("damaged snapshot file: {0}")]
@@ -152,21 +209,51 @@ pub struct SnapshotWriter<W: Write> {
 impl<W: Write> SnapshotWriter<W> {
     /// Writes the magic, version and header.
     pub fn new(out: W, header: &SnapshotHeader) -> Result<Self, FormatError> {
+        Self::start(out, FORMAT_VERSION, &codec::encode(header)?)
+    }
+
+    /// Writes a version 1 file (the header without its move state), as the previous release
+    /// did: for tests that check it still reads.
+    #[cfg(test)]
+    pub(crate) fn new_v1(out: W, header: &SnapshotHeader) -> Result<Self, FormatError> {
+        let v1 = SnapshotHeaderV1 {
+            meta: header.meta.clone(),
+            owned: header.owned.clone(),
+            released_at: header.released_at.clone(),
+        };
+        Self::start(out, 1, &codec::encode(&v1)?)
+    }
+
+    fn start(out: W, version: u32, header: &[u8]) -> Result<Self, FormatError> {
         let mut out = Crc::new(out);
-        let header = codec::encode(header)?;
         let len = u32::try_from(header.len())
             .ok()
             .filter(|l| *l <= MAX_HEADER_BYTES)
             .ok_or_else(|| FormatError::Damaged(format!("header of {} bytes", header.len())))?;
         out.write_all(MAGIC)?;
-        out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+        out.write_all(&version.to_le_bytes())?;
         out.write_all(&len.to_le_bytes())?;
-        out.write_all(&header)?;
+        out.write_all(header)?;
         Ok(Self { out, records: 0, payload_bytes: 0 })
     }
 
-    /// Appends one row.
+    /// Appends one row of a shard table.
     pub fn record(&mut self, shard: u32, key: &[u8], value: &[u8]) -> Result<(), FormatError> {
+        if shard & DIRTY_TAG != 0 {
+            return Err(FormatError::Damaged(format!("shard {shard} has the dirty tag bit set")));
+        }
+        self.write_record(shard, key, value)
+    }
+
+    /// Appends one entry of a shard's dirty table: the key and the log index of its last write.
+    pub fn dirty_record(&mut self, shard: u32, key: &[u8], index: u64) -> Result<(), FormatError> {
+        if shard & DIRTY_TAG != 0 {
+            return Err(FormatError::Damaged(format!("shard {shard} has the dirty tag bit set")));
+        }
+        self.write_record(DIRTY_TAG | shard, key, &index.to_le_bytes())
+    }
+
+    fn write_record(&mut self, shard: u32, key: &[u8], value: &[u8]) -> Result<(), FormatError> {
         let field = |b: &[u8]| {
             u32::try_from(b.len())
                 .ok()
@@ -202,7 +289,7 @@ impl<W: Write> SnapshotWriter<W> {
     }
 }
 
-/// One row as read: `(shard, key, value)`, borrowed from the reader until the next.
+/// One record as read: `(shard field, key, value)`, borrowed from the reader until the next.
 pub type Record<'a> = (u32, &'a [u8], &'a [u8]);
 
 /// Reads a snapshot record by record. Give it a buffered reader.
@@ -256,7 +343,7 @@ impl<R: Read> SnapshotReader<R> {
             return Err(FormatError::BadMagic);
         }
         let version = read_u32(&mut input).map_err(truncated)?;
-        if version != FORMAT_VERSION {
+        if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(FormatError::Version(version));
         }
         let len = read_u32(&mut input).map_err(truncated)?;
@@ -265,7 +352,11 @@ impl<R: Read> SnapshotReader<R> {
         }
         let mut header = Vec::new();
         read_field(&mut input, len, &mut header)?;
-        let header = codec::decode(&header).map_err(|e| FormatError::Damaged(format!("header: {e}")))?;
+        let header = match version {
+            1 => codec::decode::<SnapshotHeaderV1>(&header).map(SnapshotHeader::from),
+            _ => codec::decode(&header),
+        }
+        .map_err(|e| FormatError::Damaged(format!("header: {e}")))?;
         Ok(Self { input, header, records: 0, payload_bytes: 0, key: Vec::new(), value: Vec::new(), summary: None })
     }
 
@@ -274,7 +365,7 @@ impl<R: Read> SnapshotReader<R> {
         &self.header
     }
 
-    /// The next record as `(shard, key, value)`, or `None` once the trailer has been read and
+    /// The next record as `(shard field, key, value)` (see [`RecordTable::of`]), or `None` once the trailer has been read and
     /// the counts and checksum found right. An error leaves the reader unusable.
     #[allow(clippy::should_implement_trait)] // records borrow the reader's buffers: not an Iterator
     pub fn next(&mut self) -> Result<Option<Record<'_>>, FormatError> {
@@ -331,12 +422,19 @@ impl<R: Read> SnapshotReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::order::shard_move::Incoming;
+    use crate::order::shard_move::MoveCursor;
 
     fn header() -> SnapshotHeader {
+        let cursor = MoveCursor { after_key: Some(b"k".to_vec().into()), pass_index: 9, ..Default::default() };
         SnapshotHeader {
             meta: SnapshotMetaOf::<OrderConfig>::default(),
             owned: [1, 2, 5].into(),
             released_at: [(3, 7)].into(),
+            moves: MoveState {
+                tracking: [(2, 11)].into(),
+                incoming: [(4, Incoming { move_id: 12, cursor, sealed: false })].into(),
+            },
         }
     }
 
@@ -400,8 +498,38 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(read_all(&longer), Err(FormatError::Damaged(_))));
-        let mut version = bytes.clone();
-        version[8] = 2;
-        assert!(matches!(read_all(&version), Err(FormatError::Version(2))));
+        for v in [0, FORMAT_VERSION + 1] {
+            let mut version = bytes.clone();
+            version[8..12].copy_from_slice(&v.to_le_bytes());
+            assert!(matches!(read_all(&version), Err(FormatError::Version(x)) if x == v), "version {v}");
+        }
+    }
+
+    /// Dirty-table entries share the record layout, told apart by the tag bit of the shard.
+    #[test]
+    fn dirty_records_carry_their_shard_and_index() {
+        let mut w = SnapshotWriter::new(Vec::new(), &header()).unwrap();
+        w.record(2, b"a", b"x").unwrap();
+        w.dirty_record(2, b"a", 41).unwrap();
+        assert!(w.record(DIRTY_TAG | 2, b"b", b"y").is_err(), "a shard number with the tag bit");
+        let (bytes, _) = w.finish().unwrap();
+        let (_, rows, _) = read_all(&bytes).unwrap();
+        let tables: Vec<RecordTable> = rows.iter().map(|(s, _, _)| RecordTable::of(*s)).collect();
+        assert_eq!(tables, [RecordTable::Shard(2), RecordTable::Dirty(2)]);
+        assert_eq!(dirty_index(&rows[1].2).unwrap(), 41);
+        assert!(matches!(dirty_index(b"short"), Err(FormatError::Damaged(_))));
+    }
+
+    /// A file of the previous release reads, with no move state.
+    #[test]
+    fn a_version_1_file_reads_without_move_state() {
+        let mut w = SnapshotWriter::new_v1(Vec::new(), &header()).unwrap();
+        w.record(1, b"a", b"x").unwrap();
+        let (bytes, summary) = w.finish().unwrap();
+        assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+        let (h, rows, read) = read_all(&bytes).unwrap();
+        assert_eq!(h, SnapshotHeader { moves: MoveState::default(), ..header() });
+        assert_eq!(rows, [(1, b"a".to_vec(), b"x".to_vec())]);
+        assert_eq!(read, summary);
     }
 }

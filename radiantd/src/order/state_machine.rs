@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::io::BufReader;
 use std::io::BufWriter;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use futures::TryStreamExt;
 use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
+use openraft::alias::EntryOf;
 use openraft::alias::LogIdOf;
 use openraft::alias::SnapshotMetaOf;
 use openraft::alias::SnapshotOf;
@@ -36,19 +38,23 @@ use redb::TableDefinition;
 use redb::TableHandle;
 use serde::Deserialize;
 use serde::Serialize;
+use serde_bytes::ByteBuf;
 
 use super::shard_move::ExportChunk;
 use super::shard_move::ExportError;
 use super::shard_move::ExportMode;
+use super::shard_move::Incoming;
 use super::shard_move::MoveCursor;
 use super::shard_move::MoveRow;
 use super::shard_move::MoveState;
 use super::shard_move::ShardStats;
 use super::snapshot_file::SnapshotDir;
 use super::snapshot_file::SnapshotFile;
+use super::snapshot_format::RecordTable;
 use super::snapshot_format::SnapshotHeader;
 use super::snapshot_format::SnapshotReader;
 use super::snapshot_format::SnapshotWriter;
+use super::snapshot_format::dirty_index;
 use crate::identity::OrderId;
 use crate::raft::codec;
 
@@ -186,6 +192,11 @@ pub type OrderRaft = openraft::Raft<OrderConfig, KvStateMachine>;
 
 const META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("order_meta");
 const APPLIED: &str = "applied";
+/// Per-shard stats ([`OrderState::stats`]). Beside [`APPLIED`] rather than in it: postcard is
+/// not self-describing, so a field added to [`Applied`] would stop old data dirs decoding.
+const STATS: &str = "shard_stats";
+/// The order's [`MoveState`].
+const MOVES: &str = "moves";
 /// Where versions before snapshot files kept a whole copy of the snapshot; deleted on open.
 const LEGACY_SNAPSHOT: &str = "snapshot";
 /// Which file is the current snapshot ([`CurrentSnapshot`]).
@@ -220,22 +231,41 @@ fn io_err(e: impl Into<redb::Error>) -> io::Error {
     io::Error::other(e.into())
 }
 
+fn shard_prefix(order: OrderId) -> String {
+    format!("kv_o{order}_s")
+}
+
 fn table_name(order: OrderId, shard: u32) -> String {
-    format!("kv_o{order}_s{shard}")
+    format!("{}{shard}", shard_prefix(order))
+}
+
+/// Dirty tables (key to the log index of its last write) are named apart from shard tables so
+/// that neither prefix matches the other's tables.
+fn dirty_prefix(order: OrderId) -> String {
+    format!("kvdirty_o{order}_s")
+}
+
+fn dirty_name(order: OrderId, shard: u32) -> String {
+    format!("{}{shard}", dirty_prefix(order))
+}
+
+/// The tables among `handles` named `prefix` and a shard number, with their numbers, in shard
+/// order (snapshots write them in that order).
+fn numbered_tables(handles: impl Iterator<Item = redb::UntypedTableHandle>, prefix: &str) -> Vec<(u32, String)> {
+    let mut out: Vec<(u32, String)> = handles
+        .filter_map(|h| {
+            let name = h.name().to_string();
+            let shard = name.strip_prefix(prefix)?.parse().ok()?;
+            Some((shard, name))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// The shard tables of `order` in the database, with their shard numbers.
 fn shard_tables(txn: &redb::ReadTransaction, order: OrderId) -> io::Result<Vec<(u32, String)>> {
-    let prefix = format!("kv_o{order}_s");
-    Ok(txn
-        .list_tables()
-        .map_err(io_err)?
-        .filter_map(|h| {
-            let name = h.name().to_string();
-            let shard = name.strip_prefix(&prefix)?.parse().ok()?;
-            Some((shard, name))
-        })
-        .collect())
+    Ok(numbered_tables(txn.list_tables().map_err(io_err)?, &shard_prefix(order)))
 }
 
 /// An open shard table in a write transaction.
@@ -243,6 +273,204 @@ type ShardTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
 
 fn shard_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
     TableDefinition::new(name)
+}
+
+/// An open dirty table in a write transaction.
+type DirtyTable<'txn> = redb::Table<'txn, &'static [u8], u64>;
+
+fn dirty_table(name: &str) -> TableDefinition<'_, &'static [u8], u64> {
+    TableDefinition::new(name)
+}
+
+/// Opens a table for reading; `None` if it does not exist (a shard never written here).
+fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> io::Result<Option<redb::ReadOnlyTable<K, V>>> {
+    match txn.open_table(def) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// Reads one record of this order from a META table, read-only or in a write transaction.
+fn read_meta<T: serde::de::DeserializeOwned>(
+    t: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
+    order: OrderId,
+    key: &str,
+) -> io::Result<Option<T>> {
+    match t.get((order, key)).map_err(io_err)? {
+        Some(v) => Ok(Some(codec::decode_stored(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) one row, accounting it in `stats`; whether the key
+/// existed. The old value comes from the write itself, so keeping stats costs no extra read.
+fn write_row(t: &mut ShardTable<'_>, stats: &mut ShardStats, key: &[u8], value: Option<&[u8]>) -> io::Result<bool> {
+    match value {
+        Some(v) => {
+            let old = t.insert(key, v).map_err(io_err)?;
+            stats.put(key, v, old.as_ref().map(|g| g.value()));
+            Ok(old.is_some())
+        }
+        None => {
+            let old = t.remove(key).map_err(io_err)?;
+            if let Some(old) = &old {
+                stats.remove(key, old.value());
+            }
+            Ok(old.is_some())
+        }
+    }
+}
+
+/// The stats of a whole table, by reading every row (for data dirs written before stats were
+/// kept).
+fn table_stats(t: &impl ReadableTable<&'static [u8], &'static [u8]>) -> io::Result<ShardStats> {
+    let mut stats = ShardStats::default();
+    for item in t.iter().map_err(io_err)? {
+        let (k, v) = item.map_err(io_err)?;
+        stats.put(k.value(), v.value(), None);
+    }
+    Ok(stats)
+}
+
+/// A read-only shard table (`&[u8]` values) or dirty table (`u64` values).
+type ReadTable<V> = redb::ReadOnlyTable<&'static [u8], V>;
+
+/// The rows of a shard table after `lower`, in key order.
+fn base_rows(
+    t: &ReadTable<&'static [u8]>,
+    lower: Bound<&[u8]>,
+) -> io::Result<impl Iterator<Item = io::Result<MoveRow>> + use<>> {
+    let range = t.range::<&[u8]>((lower, Bound::Unbounded)).map_err(io_err)?;
+    Ok(range.map(|item| {
+        let (k, v) = item.map_err(io_err)?;
+        Ok(MoveRow { key: k.value().to_vec(), value: Some(ByteBuf::from(v.value().to_vec())) })
+    }))
+}
+
+/// The keys of a dirty table after `lower` last written after `after_index`, in key order,
+/// each with its value now (`None`: deleted since). A key written again after a pull shows in
+/// the next delta, since its index moved past the pull's.
+fn delta_rows<'t>(
+    dirty: &ReadTable<u64>,
+    rows: Option<&'t ReadTable<&'static [u8]>>,
+    lower: Bound<&[u8]>,
+    after_index: u64,
+) -> io::Result<impl Iterator<Item = io::Result<MoveRow>> + 't> {
+    let range = dirty.range::<&[u8]>((lower, Bound::Unbounded)).map_err(io_err)?;
+    Ok(range.filter_map(move |item| match item {
+        Err(e) => Some(Err(io_err(e))),
+        Ok((_, index)) if index.value() <= after_index => None,
+        Ok((key, _)) => Some(current_row(rows, key.value())),
+    }))
+}
+
+/// A key with its value in the shard table, if the table and the key exist.
+fn current_row(rows: Option<&ReadTable<&'static [u8]>>, key: &[u8]) -> io::Result<MoveRow> {
+    let value = match rows {
+        Some(t) => t.get(key).map_err(io_err)?.map(|v| ByteBuf::from(v.value().to_vec())),
+        None => None,
+    };
+    Ok(MoveRow { key: key.to_vec(), value })
+}
+
+/// Takes rows until their key and value bytes reach `limit_bytes` (at least one, so a row
+/// larger than the limit still moves), and says whether any row is left after them.
+fn take_rows(rows: impl Iterator<Item = io::Result<MoveRow>>, limit_bytes: usize) -> io::Result<(Vec<MoveRow>, bool)> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let row = row?;
+        if !out.is_empty() && bytes >= limit_bytes {
+            return Ok((out, true));
+        }
+        bytes += row.key.len() + row.value.as_ref().map_or(0, |v| v.len());
+        out.push(row);
+    }
+    Ok((out, false))
+}
+
+/// Inserts a snapshot's records into the order's (emptied) tables and returns the stats of its
+/// rows, computed on the way rather than by a second pass over them. Records come grouped by
+/// table: the current shard table and dirty table stay open.
+fn install_records<R: io::Read>(
+    txn: &redb::WriteTransaction,
+    order: OrderId,
+    r: &mut SnapshotReader<R>,
+) -> io::Result<BTreeMap<u32, ShardStats>> {
+    let mut stats: BTreeMap<u32, ShardStats> = BTreeMap::new();
+    let mut rows: Option<(u32, ShardTable<'_>)> = None;
+    let mut dirty: Option<(u32, DirtyTable<'_>)> = None;
+    while let Some((field, k, v)) = r.next()? {
+        match RecordTable::of(field) {
+            RecordTable::Shard(shard) => {
+                let t = match &mut rows {
+                    Some((s, t)) if *s == shard => t,
+                    _ => {
+                        &mut rows
+                            .insert((shard, txn.open_table(shard_table(&table_name(order, shard))).map_err(io_err)?))
+                            .1
+                    }
+                };
+                write_row(t, stats.entry(shard).or_default(), k, Some(v))?;
+            }
+            RecordTable::Dirty(shard) => {
+                let t = match &mut dirty {
+                    Some((s, t)) if *s == shard => t,
+                    _ => {
+                        &mut dirty
+                            .insert((shard, txn.open_table(dirty_table(&dirty_name(order, shard))).map_err(io_err)?))
+                            .1
+                    }
+                };
+                t.insert(k, dirty_index(v)?).map_err(io_err)?;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// What an order's log decided besides its rows, as kept in META: read at the start of an
+/// applied batch, an export or a snapshot build, and written back in the batch's transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct OrderState {
+    applied: Applied,
+    /// The stats of each shard that has rows. A shard without rows has no entry, whether its
+    /// table exists or not, so that a replica that applied the log and one that installed a
+    /// snapshot (which carries no empty tables) hold the same map.
+    stats: BTreeMap<u32, ShardStats>,
+    moves: MoveState,
+}
+
+impl OrderState {
+    fn read(meta: &impl ReadableTable<(u64, &'static str), &'static [u8]>, order: OrderId) -> io::Result<Self> {
+        Ok(Self {
+            applied: read_meta(meta, order, APPLIED)?.unwrap_or_default(),
+            stats: read_meta(meta, order, STATS)?.unwrap_or_default(),
+            moves: read_meta(meta, order, MOVES)?.unwrap_or_default(),
+        })
+    }
+
+    /// Writes the applied state, and the stats and move state where they differ from
+    /// `before` (all of them if there is no `before`): most batches change neither.
+    fn write(
+        &self,
+        meta: &mut redb::Table<'_, (u64, &'static str), &'static [u8]>,
+        order: OrderId,
+        before: Option<&OrderState>,
+    ) -> io::Result<()> {
+        meta.insert((order, APPLIED), codec::encode_stored(&self.applied)?.as_slice()).map_err(io_err)?;
+        if before.is_none_or(|b| b.stats != self.stats) {
+            meta.insert((order, STATS), codec::encode_stored(&self.stats)?.as_slice()).map_err(io_err)?;
+        }
+        if before.is_none_or(|b| b.moves != self.moves) {
+            meta.insert((order, MOVES), codec::encode_stored(&self.moves)?.as_slice()).map_err(io_err)?;
+        }
+        Ok(())
+    }
 }
 
 /// The state machine of one order on this node.
@@ -265,27 +493,61 @@ impl KvStateMachine {
                 // Without it there is no current snapshot; openraft builds one when it needs it.
                 tracing::info!(order, "deleted the in-database snapshot copy of an older version");
             }
+            if meta.get((order, STATS)).map_err(io_err)?.is_none() {
+                Self::compute_stats(&txn, &mut meta, order)?;
+            }
         }
         txn.commit().map_err(io_err)?;
         Ok(Self { db, order, snapshots })
     }
 
+    /// Computes and stores the stats of every shard table, for a data dir of a release that
+    /// did not keep them: from then on `apply` keeps them up to date.
+    fn compute_stats(
+        txn: &redb::WriteTransaction,
+        meta: &mut redb::Table<'_, (u64, &'static str), &'static [u8]>,
+        order: OrderId,
+    ) -> io::Result<()> {
+        let tables = numbered_tables(txn.list_tables().map_err(io_err)?, &shard_prefix(order));
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let mut stats = BTreeMap::new();
+        for (shard, name) in tables {
+            let s = table_stats(&txn.open_table(shard_table(&name)).map_err(io_err)?)?;
+            if s != ShardStats::default() {
+                stats.insert(shard, s);
+            }
+        }
+        meta.insert((order, STATS), codec::encode_stored(&stats)?.as_slice()).map_err(io_err)?;
+        tracing::info!(order, shards = stats.len(), "computed the shard stats of an older data dir");
+        Ok(())
+    }
+
     /// Deletes this order's data, applied state and snapshot files on this node (its replica
     /// here was retired).
     pub fn purge(db: &Database, data_dir: &Path, order: OrderId) -> io::Result<()> {
-        let tables = shard_tables(&db.begin_read().map_err(io_err)?, order)?;
         let txn = db.begin_write().map_err(io_err)?;
-        for (_, name) in tables {
-            txn.delete_table(shard_table(&name)).map_err(io_err)?;
-        }
+        Self::delete_tables(&txn, order)?;
         {
             let mut meta = txn.open_table(META).map_err(io_err)?;
-            for key in [APPLIED, LEGACY_SNAPSHOT, SNAPSHOT_FILE] {
+            for key in [APPLIED, LEGACY_SNAPSHOT, SNAPSHOT_FILE, STATS, MOVES] {
                 meta.remove((order, key)).map_err(io_err)?;
             }
         }
         txn.commit().map_err(io_err)?;
         SnapshotDir::new(data_dir, order).remove_all()
+    }
+
+    /// Deletes every shard table and dirty table of `order`, and no other group's.
+    fn delete_tables(txn: &redb::WriteTransaction, order: OrderId) -> io::Result<()> {
+        for (_, name) in numbered_tables(txn.list_tables().map_err(io_err)?, &shard_prefix(order)) {
+            txn.delete_table(shard_table(&name)).map_err(io_err)?;
+        }
+        for (_, name) in numbered_tables(txn.list_tables().map_err(io_err)?, &dirty_prefix(order)) {
+            txn.delete_table(dirty_table(&name)).map_err(io_err)?;
+        }
+        Ok(())
     }
 
     /// The directory of this order's snapshot files, where incoming snapshots are received.
@@ -295,11 +557,7 @@ impl KvStateMachine {
 
     fn meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
         let txn = self.db.begin_read().map_err(io_err)?;
-        let t = txn.open_table(META).map_err(io_err)?;
-        match t.get((self.order, key)).map_err(io_err)? {
-            Some(v) => Ok(Some(codec::decode_stored(v.value())?)),
-            None => Ok(None),
-        }
+        read_meta(&txn.open_table(META).map_err(io_err)?, self.order, key)
     }
 
     /// The shards this order serves, per its applied log.
@@ -307,14 +565,15 @@ impl KvStateMachine {
         Ok(self.meta::<Applied>(APPLIED)?.unwrap_or_default().owned)
     }
 
-    /// Keys, bytes and digest of each shard table of this order, per its applied log.
+    /// Keys, bytes and digest of each shard table of this order, per its applied log. A shard
+    /// without rows has no entry (its stats are the default).
     pub fn stats(&self) -> io::Result<BTreeMap<u32, ShardStats>> {
-        Ok(BTreeMap::new())
+        Ok(self.meta(STATS)?.unwrap_or_default())
     }
 
     /// The order's move state, per its applied log.
     pub fn move_state(&self) -> io::Result<MoveState> {
-        Ok(MoveState::default())
+        Ok(self.meta(MOVES)?.unwrap_or_default())
     }
 
     /// One chunk of `shard` for the destination of move `move_id`, read in one read
@@ -329,8 +588,30 @@ impl KvStateMachine {
         after_key: Option<&[u8]>,
         limit_bytes: usize,
     ) -> Result<ExportChunk, ExportError> {
-        let _ = (mode, after_key, limit_bytes);
-        Err(ExportError::NotTracking { order: self.order, shard, move_id })
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let state = OrderState::read(&txn.open_table(META).map_err(io_err)?, self.order)?;
+        if state.moves.tracking.get(&shard) != Some(&move_id) {
+            return Err(ExportError::NotTracking { order: self.order, shard, move_id });
+        }
+        let rows = open_read(&txn, shard_table(&table_name(self.order, shard)))?;
+        let lower = after_key.map_or(Bound::Unbounded, Bound::Excluded);
+        let (rows, more) = match mode {
+            ExportMode::Base => match &rows {
+                Some(t) => take_rows(base_rows(t, lower)?, limit_bytes)?,
+                None => (Vec::new(), false),
+            },
+            ExportMode::Delta { after_index } => match open_read(&txn, dirty_table(&dirty_name(self.order, shard)))? {
+                Some(dirty) => take_rows(delta_rows(&dirty, rows.as_ref(), lower, after_index)?, limit_bytes)?,
+                None => (Vec::new(), false),
+            },
+        };
+        Ok(ExportChunk {
+            applied_index: state.applied.last_applied.map_or(0, |l| l.index),
+            rows,
+            more,
+            frozen: !state.applied.owned.contains(&shard),
+            stats: state.stats.get(&shard).copied().unwrap_or_default(),
+        })
     }
 
     /// Which of this order's shard tables hold data.
@@ -349,11 +630,8 @@ impl KvStateMachine {
     /// Reads a key.
     pub fn get(&self, shard: u32, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read().map_err(io_err)?;
-        let name = table_name(self.order, shard);
-        let t = match txn.open_table(shard_table(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(io_err(e)),
+        let Some(t) = open_read(&txn, shard_table(&table_name(self.order, shard)))? else {
+            return Ok(None);
         };
         Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
     }
@@ -361,11 +639,8 @@ impl KvStateMachine {
     /// Keys of a shard starting with `prefix`, in order, at most `limit`.
     pub fn scan(&self, shard: u32, prefix: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let txn = self.db.begin_read().map_err(io_err)?;
-        let name = table_name(self.order, shard);
-        let t = match txn.open_table(shard_table(&name)) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-            Err(e) => return Err(io_err(e)),
+        let Some(t) = open_read(&txn, shard_table(&table_name(self.order, shard)))? else {
+            return Ok(vec![]);
         };
         let mut out = Vec::new();
         for item in t.range(prefix..).map_err(io_err)? {
@@ -387,28 +662,22 @@ impl KvStateMachine {
     /// meanwhile (an install from the leader).
     fn build_snapshot_file(&self) -> io::Result<SnapshotOf<OrderConfig, SnapshotFile>> {
         let txn = self.db.begin_read().map_err(io_err)?;
-        let applied: Applied = match txn.open_table(META).map_err(io_err)?.get((self.order, APPLIED)).map_err(io_err)? {
-            Some(v) => codec::decode_stored(v.value())?,
-            None => Applied::default(),
-        };
+        let state = OrderState::read(&txn.open_table(META).map_err(io_err)?, self.order)?;
         let meta = SnapshotMetaOf::<OrderConfig> {
-            last_log_id: applied.last_applied,
-            last_membership: applied.last_membership.clone(),
+            last_log_id: state.applied.last_applied,
+            last_membership: state.applied.last_membership.clone(),
         };
-        let header = SnapshotHeader { meta: meta.clone(), owned: applied.owned, released_at: applied.released_at };
+        let header = SnapshotHeader {
+            meta: meta.clone(),
+            owned: state.applied.owned,
+            released_at: state.applied.released_at,
+            moves: state.moves,
+        };
         let part = self.snapshots.part_path("build");
         let built = (|| {
             let out = BufWriter::with_capacity(FILE_BUFFER, File::create(&part)?);
             let mut w = SnapshotWriter::new(out, &header)?;
-            let mut tables = self.shard_tables(&txn)?;
-            tables.sort();
-            for (shard, name) in tables {
-                let t = txn.open_table(shard_table(&name)).map_err(io_err)?;
-                for item in t.iter().map_err(io_err)? {
-                    let (k, v) = item.map_err(io_err)?;
-                    w.record(shard, k.value(), v.value())?;
-                }
-            }
+            self.write_records(&txn, &mut w)?;
             let (out, summary) = w.finish()?;
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             Ok::<_, io::Error>(summary)
@@ -452,6 +721,26 @@ impl KvStateMachine {
         Ok(SnapshotOf::<OrderConfig, SnapshotFile> { meta, snapshot: file })
     }
 
+    /// Writes every row of the order's shard tables, then every entry of its dirty tables,
+    /// each table in shard order and each in key order.
+    fn write_records<W: io::Write>(&self, txn: &redb::ReadTransaction, w: &mut SnapshotWriter<W>) -> io::Result<()> {
+        for (shard, name) in self.shard_tables(txn)? {
+            let t = txn.open_table(shard_table(&name)).map_err(io_err)?;
+            for item in t.iter().map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                w.record(shard, k.value(), v.value())?;
+            }
+        }
+        for (shard, name) in numbered_tables(txn.list_tables().map_err(io_err)?, &dirty_prefix(self.order)) {
+            let t = txn.open_table(dirty_table(&name)).map_err(io_err)?;
+            for item in t.iter().map_err(io_err)? {
+                let (k, index) = item.map_err(io_err)?;
+                w.dirty_record(shard, k.value(), index.value())?;
+            }
+        }
+        Ok(())
+    }
+
     fn current_record(&self, meta: &SnapshotMetaOf<OrderConfig>, file: &SnapshotFile) -> io::Result<CurrentSnapshot> {
         let name = file
             .path
@@ -461,9 +750,9 @@ impl KvStateMachine {
         Ok(CurrentSnapshot { meta: meta.clone(), file: name.to_string(), len: file.len, crc32: file.crc32 })
     }
 
-    /// Replaces the order's state by a snapshot file's, in one write transaction: its shard
-    /// tables are deleted, the file's rows inserted, its applied state written, and the file
-    /// made current. The file's checksum is only known at its end, so nothing is committed
+    /// Replaces the order's state by a snapshot file's, in one write transaction: its shard and
+    /// dirty tables are deleted, the file's records inserted, its applied and move state and
+    /// the stats of its rows written, and the file made current. The file's checksum is only known at its end, so nothing is committed
     /// unless the whole file reads back right; other groups' tables are left alone.
     fn install_snapshot_file(&self, meta: &SnapshotMetaOf<OrderConfig>, file: &SnapshotFile) -> io::Result<()> {
         let mut r = SnapshotReader::new(BufReader::with_capacity(FILE_BUFFER, File::open(&file.path)?))?;
@@ -474,43 +763,30 @@ impl KvStateMachine {
             ));
         }
         let txn = self.db.begin_write().map_err(io_err)?;
-        let existing: Vec<String> = txn
-            .list_tables()
-            .map_err(io_err)?
-            .map(|h| h.name().to_string())
-            .filter(|n| n.strip_prefix(&format!("kv_o{}_s", self.order)).is_some_and(|s| s.parse::<u32>().is_ok()))
-            .collect();
-        for name in existing {
-            txn.delete_table(shard_table(&name)).map_err(io_err)?;
-        }
-        {
-            // Records come grouped by shard: keep the current shard's table open.
-            let mut table: Option<(u32, ShardTable<'_>)> = None;
-            while let Some((shard, k, v)) = r.next()? {
-                let t = match &mut table {
-                    Some((s, t)) if *s == shard => t,
-                    _ => {
-                        let name = table_name(self.order, shard);
-                        let t = txn.open_table(shard_table(&name)).map_err(io_err)?;
-                        &mut table.insert((shard, t)).1
-                    }
-                };
-                t.insert(k, v).map_err(io_err)?;
-            }
-        }
+        Self::delete_tables(&txn, self.order)?;
+        let stats = install_records(&txn, self.order, &mut r)?;
         let header = r.header().clone();
         let summary = r.summary().ok_or_else(|| io::Error::other("snapshot read stopped before its end"))?;
-        let applied = Applied {
-            last_applied: meta.last_log_id,
-            last_membership: meta.last_membership.clone(),
-            owned: header.owned,
-            released_at: header.released_at,
+        for shard in header.moves.tracking.keys() {
+            // A tracked shard has a dirty table even before its first write, as where the log
+            // was applied.
+            txn.open_table(dirty_table(&dirty_name(self.order, *shard))).map_err(io_err)?;
+        }
+        let state = OrderState {
+            applied: Applied {
+                last_applied: meta.last_log_id,
+                last_membership: meta.last_membership.clone(),
+                owned: header.owned,
+                released_at: header.released_at,
+            },
+            stats,
+            moves: header.moves,
         };
         let current = self.snapshots.publish(&file.path, meta.last_log_id.as_ref())?;
         let installed = SnapshotFile { path: current.clone(), len: summary.file_bytes, crc32: summary.crc32 };
         {
             let mut m = txn.open_table(META).map_err(io_err)?;
-            m.insert((self.order, APPLIED), codec::encode_stored(&applied)?.as_slice()).map_err(io_err)?;
+            state.write(&mut m, self.order, None)?;
             let record = self.current_record(meta, &installed)?;
             m.insert((self.order, SNAPSHOT_FILE), codec::encode_stored(&record)?.as_slice()).map_err(io_err)?;
         }
@@ -523,6 +799,12 @@ impl KvStateMachine {
             "installed snapshot {meta}"
         );
         Ok(())
+    }
+
+    /// Applies entries in one write transaction and answers each: `apply` without openraft's
+    /// stream and responders, which is also how tests drive it.
+    async fn apply_entries(&self, entries: Vec<EntryOf<OrderConfig>>) -> io::Result<Vec<KvResponse>> {
+        self.blocking(move |db, order| apply_batch(&db, order, &entries)).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -566,71 +848,9 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut applied: Applied = self.meta(APPLIED)?.unwrap_or_default();
-        let batch = self
-            .blocking(move |db, order| {
-                let mut txn = db.begin_write().map_err(io_err)?;
-                txn.set_durability(Durability::None).map_err(io::Error::other)?;
-                let mut out = Vec::with_capacity(batch.len());
-                for (entry, responder) in batch {
-                    applied.last_applied = Some(entry.log_id);
-                    let resp = match &entry.payload {
-                        EntryPayload::Blank => KvResponse::default(),
-                        EntryPayload::Normal(KvCommand::Put { shard, .. } | KvCommand::Delete { shard, .. })
-                            if !applied.owned.contains(shard) =>
-                        {
-                            KvResponse { wrong_shard: true, ..Default::default() }
-                        }
-                        EntryPayload::Normal(KvCommand::Acquire { shards, epoch }) => {
-                            for s in shards {
-                                if applied.released_at.get(s).is_none_or(|r| epoch > r) {
-                                    applied.owned.insert(*s);
-                                }
-                            }
-                            KvResponse::default()
-                        }
-                        EntryPayload::Normal(KvCommand::Release { shards, epoch }) => {
-                            for s in shards {
-                                applied.owned.remove(s);
-                                applied.released_at.insert(*s, *epoch);
-                            }
-                            KvResponse::default()
-                        }
-                        EntryPayload::Normal(KvCommand::Put { shard, key, value }) => {
-                            let name = table_name(order, *shard);
-                            let mut t = txn.open_table(shard_table(&name)).map_err(io_err)?;
-                            let existed = t.insert(key.as_slice(), value.as_slice()).map_err(io_err)?.is_some();
-                            KvResponse { existed, ..Default::default() }
-                        }
-                        EntryPayload::Normal(KvCommand::Delete { shard, key }) => {
-                            let name = table_name(order, *shard);
-                            let mut t = txn.open_table(shard_table(&name)).map_err(io_err)?;
-                            let existed = t.remove(key.as_slice()).map_err(io_err)?.is_some();
-                            KvResponse { existed, ..Default::default() }
-                        }
-                        EntryPayload::Normal(
-                            KvCommand::Track { .. }
-                            | KvCommand::Untrack { .. }
-                            | KvCommand::Prepare { .. }
-                            | KvCommand::Ingest { .. }
-                            | KvCommand::Seal { .. }
-                            | KvCommand::Drop { .. },
-                        ) => KvResponse { refused: true, ..Default::default() },
-                        EntryPayload::Membership(m) => {
-                            applied.last_membership =
-                                StoredMembershipOf::<OrderConfig>::new(Some(entry.log_id), m.clone());
-                            KvResponse::default()
-                        }
-                    };
-                    out.push((responder, resp));
-                }
-                let bytes = codec::encode_stored(&applied)?;
-                txn.open_table(META).map_err(io_err)?.insert((order, APPLIED), bytes.as_slice()).map_err(io_err)?;
-                txn.commit().map_err(io_err)?;
-                Ok(out)
-            })
-            .await?;
-        for (responder, resp) in batch {
+        let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let responses = self.apply_entries(entries).await?;
+        for (responder, resp) in responders.into_iter().zip(responses) {
             if let Some(r) = responder {
                 r.send(resp);
             }
@@ -669,8 +889,234 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
     }
 }
 
+/// Applies entries in one write transaction with `Durability::None` (see the module comment),
+/// writing back the order's state with them.
+fn apply_batch(db: &Database, order: OrderId, entries: &[EntryOf<OrderConfig>]) -> io::Result<Vec<KvResponse>> {
+    let mut txn = db.begin_write().map_err(io_err)?;
+    txn.set_durability(Durability::None).map_err(io::Error::other)?;
+    let before = OrderState::read(&txn.open_table(META).map_err(io_err)?, order)?;
+    let mut batch = Batch { txn: &txn, order, state: before.clone() };
+    let out = entries.iter().map(|e| batch.entry(e)).collect::<io::Result<Vec<_>>>()?;
+    let state = batch.state;
+    state.write(&mut txn.open_table(META).map_err(io_err)?, order, Some(&before))?;
+    txn.commit().map_err(io_err)?;
+    Ok(out)
+}
+
+/// The answer to a move command: `applied` false means it changed nothing.
+fn move_response(applied: bool) -> KvResponse {
+    KvResponse { refused: !applied, ..Default::default() }
+}
+
+/// One batch of entries being applied: their write transaction and the order's state as the
+/// entries so far left it. Every decision reads only this state and the entry, so every
+/// replica decides alike.
+struct Batch<'t> {
+    txn: &'t redb::WriteTransaction,
+    order: OrderId,
+    state: OrderState,
+}
+
+impl<'t> Batch<'t> {
+    fn entry(&mut self, entry: &EntryOf<OrderConfig>) -> io::Result<KvResponse> {
+        self.state.applied.last_applied = Some(entry.log_id);
+        match &entry.payload {
+            EntryPayload::Blank => Ok(KvResponse::default()),
+            EntryPayload::Normal(cmd) => self.command(entry.log_id.index, cmd),
+            EntryPayload::Membership(m) => {
+                self.state.applied.last_membership =
+                    StoredMembershipOf::<OrderConfig>::new(Some(entry.log_id), m.clone());
+                Ok(KvResponse::default())
+            }
+        }
+    }
+
+    fn command(&mut self, index: u64, cmd: &KvCommand) -> io::Result<KvResponse> {
+        let applied = match cmd {
+            KvCommand::Put { shard, key, value } => return self.write(index, *shard, key, Some(value)),
+            KvCommand::Delete { shard, key } => return self.write(index, *shard, key, None),
+            KvCommand::Acquire { shards, epoch } => {
+                self.acquire(shards, *epoch);
+                true
+            }
+            KvCommand::Release { shards, epoch } => {
+                self.release(shards, *epoch);
+                true
+            }
+            KvCommand::Track { shard, move_id } => self.track(*shard, *move_id)?,
+            KvCommand::Untrack { shard, move_id } => self.untrack(*shard, *move_id)?,
+            KvCommand::Prepare { shard, move_id } => self.prepare(*shard, *move_id)?,
+            KvCommand::Ingest { shard, move_id, rows, cursor } => self.ingest(*shard, *move_id, rows, cursor)?,
+            KvCommand::Seal { shard, move_id, digest } => self.seal(*shard, *move_id, digest),
+            KvCommand::Drop { shard, move_id } => self.drop_shard(*shard, *move_id)?,
+        };
+        Ok(move_response(applied))
+    }
+
+    fn owns(&self, shard: u32) -> bool {
+        self.state.applied.owned.contains(&shard)
+    }
+
+    /// A client's Put (`Some`) or Delete (`None`), refused unless the order serves the shard;
+    /// on a tracked shard the key also goes into the dirty table with this entry's index.
+    fn write(&mut self, index: u64, shard: u32, key: &[u8], value: Option<&[u8]>) -> io::Result<KvResponse> {
+        if !self.owns(shard) {
+            return Ok(KvResponse { wrong_shard: true, ..Default::default() });
+        }
+        let existed = self.write_rows(shard, [(key, value)])? == 1;
+        if self.state.moves.tracking.contains_key(&shard) {
+            self.txn
+                .open_table(dirty_table(&dirty_name(self.order, shard)))
+                .map_err(io_err)?
+                .insert(key, index)
+                .map_err(io_err)?;
+        }
+        Ok(KvResponse { existed, ..Default::default() })
+    }
+
+    /// Writes rows into a shard table, keeping its stats; how many of the keys existed.
+    fn write_rows<'r>(
+        &mut self,
+        shard: u32,
+        rows: impl IntoIterator<Item = (&'r [u8], Option<&'r [u8]>)>,
+    ) -> io::Result<usize> {
+        let txn = self.txn;
+        let mut t = txn.open_table(shard_table(&table_name(self.order, shard))).map_err(io_err)?;
+        let stats = self.state.stats.entry(shard).or_default();
+        let mut existed = 0;
+        for (key, value) in rows {
+            existed += usize::from(write_row(&mut t, stats, key, value)?);
+        }
+        if *stats == ShardStats::default() {
+            self.state.stats.remove(&shard);
+        }
+        Ok(existed)
+    }
+
+    /// Deletes a shard's table and its stats.
+    fn delete_rows(&mut self, shard: u32) -> io::Result<()> {
+        self.txn.delete_table(shard_table(&table_name(self.order, shard))).map_err(io_err)?;
+        self.state.stats.remove(&shard);
+        Ok(())
+    }
+
+    /// Starts serving the shards, except one released at this epoch or later (the acquire
+    /// was decided before that handover) and one still being received but not sealed (its
+    /// rows are not known to be complete).
+    fn acquire(&mut self, shards: &[u32], epoch: u64) {
+        for s in shards {
+            if self.state.moves.incoming.get(s).is_some_and(|i| !i.sealed) {
+                tracing::warn!(order = self.order, shard = s, epoch, "not acquiring a shard whose move is not sealed");
+                continue;
+            }
+            if self.state.applied.released_at.get(s).is_none_or(|r| epoch > *r) {
+                self.state.applied.owned.insert(*s);
+                self.state.moves.incoming.remove(s);
+            }
+        }
+    }
+
+    /// Stops serving the shards. Tracking and dirty tables stay: the destination pulls the
+    /// final delta from the frozen rows.
+    fn release(&mut self, shards: &[u32], epoch: u64) {
+        for s in shards {
+            self.state.applied.owned.remove(s);
+            self.state.applied.released_at.insert(*s, epoch);
+        }
+    }
+
+    /// Source: records writes to an owned shard from here on. Tracking it for another move
+    /// starts a fresh dirty table, since that move's destination pulls from its own base.
+    fn track(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
+        if !self.owns(shard) {
+            return Ok(false);
+        }
+        if self.state.moves.tracking.get(&shard) == Some(&move_id) {
+            return Ok(true);
+        }
+        let name = dirty_name(self.order, shard);
+        self.txn.delete_table(dirty_table(&name)).map_err(io_err)?;
+        self.txn.open_table(dirty_table(&name)).map_err(io_err)?;
+        self.state.moves.tracking.insert(shard, move_id);
+        Ok(true)
+    }
+
+    /// Source of a cancelled move: stops recording and drops the dirty table.
+    fn untrack(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
+        if self.state.moves.tracking.get(&shard) != Some(&move_id) {
+            return Ok(false);
+        }
+        self.state.moves.tracking.remove(&shard);
+        self.txn.delete_table(dirty_table(&dirty_name(self.order, shard))).map_err(io_err)?;
+        Ok(true)
+    }
+
+    /// Destination: opens the incoming slot, emptying the table of whatever an earlier
+    /// attempt left. The same move again keeps its progress (a new herald proposing again).
+    fn prepare(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
+        if self.owns(shard) {
+            return Ok(false);
+        }
+        if self.state.moves.incoming.get(&shard).is_some_and(|i| i.move_id == move_id) {
+            return Ok(true);
+        }
+        self.delete_rows(shard)?;
+        let incoming = Incoming { move_id, cursor: MoveCursor::default(), sealed: false };
+        self.state.moves.incoming.insert(shard, incoming);
+        Ok(true)
+    }
+
+    /// Destination: writes pulled rows and the pull's progress. Rows are whole values keyed
+    /// like the source's, so ingesting a chunk again changes nothing.
+    fn ingest(&mut self, shard: u32, move_id: u64, rows: &[MoveRow], cursor: &MoveCursor) -> io::Result<bool> {
+        let receiving = self.state.moves.incoming.get(&shard).is_some_and(|i| i.move_id == move_id && !i.sealed);
+        if !receiving || self.owns(shard) {
+            return Ok(false);
+        }
+        self.write_rows(shard, rows.iter().map(|r| (r.key.as_slice(), r.value.as_ref().map(|v| v.as_slice()))))?;
+        if let Some(i) = self.state.moves.incoming.get_mut(&shard) {
+            i.cursor = cursor.clone();
+        }
+        Ok(true)
+    }
+
+    /// Destination: marks the rows complete if their stats equal the frozen source's digest.
+    fn seal(&mut self, shard: u32, move_id: u64, digest: &ShardStats) -> bool {
+        let have = self.state.stats.get(&shard).copied().unwrap_or_default();
+        let Some(incoming) = self.state.moves.incoming.get_mut(&shard).filter(|i| i.move_id == move_id) else {
+            return false;
+        };
+        if have != *digest {
+            tracing::warn!(order = self.order, shard, move_id, ?have, source = ?digest, "rows do not match the source's digest: not sealed");
+            return false;
+        }
+        incoming.sealed = true;
+        true
+    }
+
+    /// Either side, on a shard the order does not serve: deletes its rows, dirty table, stats
+    /// and move state. Refused for another move's shard; a shard no move knows holds leftover
+    /// rows, which any move may clear.
+    fn drop_shard(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
+        let moves = &self.state.moves;
+        let tracked = moves.tracking.get(&shard).copied();
+        let incoming = moves.incoming.get(&shard).map(|i| i.move_id);
+        let ours = tracked == Some(move_id) || incoming == Some(move_id) || (tracked.is_none() && incoming.is_none());
+        if self.owns(shard) || !ours {
+            return Ok(false);
+        }
+        self.delete_rows(shard)?;
+        self.txn.delete_table(dirty_table(&dirty_name(self.order, shard))).map_err(io_err)?;
+        self.state.moves.tracking.remove(&shard);
+        self.state.moves.incoming.remove(&shard);
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use openraft::entry::RaftEntry;
+
     use super::*;
 
     /// How `KvCommand` was declared before its byte fields went through `serde_bytes`.
@@ -842,5 +1288,421 @@ mod tests {
         assert!(all_rows(&db2, 7).is_empty());
         assert!(!sm2.snapshot_dir().path().exists());
         assert_eq!(all_rows(&db2, 70).len(), 1);
+    }
+
+    // --- Shard moves: a state machine driven through `apply_entries`, which `apply` calls.
+
+    /// An order's state machine with the index its next entry gets.
+    struct Sm {
+        sm: KvStateMachine,
+        next: u64,
+    }
+
+    impl Sm {
+        fn open(db: &Arc<Database>, dir: &Path, order: OrderId) -> Self {
+            Sm { sm: KvStateMachine::open(db.clone(), order, dir).unwrap(), next: 1 }
+        }
+
+        /// Applies the commands as one batch of entries, at the next indices.
+        async fn apply(&mut self, cmds: impl IntoIterator<Item = KvCommand>) -> Vec<KvResponse> {
+            let next = &mut self.next;
+            let entries = cmds
+                .into_iter()
+                .map(|c| {
+                    *next += 1;
+                    EntryOf::<OrderConfig>::new_normal(openraft::testing::log_id::<OrderConfig>(1, 1, *next - 1), c)
+                })
+                .collect();
+            self.sm.apply_entries(entries).await.unwrap()
+        }
+
+        async fn one(&mut self, cmd: KvCommand) -> KvResponse {
+            self.apply([cmd]).await.remove(0)
+        }
+
+        /// The index of the last entry applied.
+        fn last(&self) -> u64 {
+            self.next - 1
+        }
+
+        /// Every chunk of one pass, each read after the previous chunk's last key.
+        fn export_pass(&self, shard: u32, move_id: u64, mode: ExportMode, limit: usize) -> Vec<ExportChunk> {
+            let mut chunks: Vec<ExportChunk> = Vec::new();
+            loop {
+                let after = chunks.last().and_then(|c| c.rows.last()).map(|r| r.key.clone());
+                let chunk = self.sm.export(shard, move_id, mode, after.as_deref(), limit).unwrap();
+                let more = chunk.more;
+                chunks.push(chunk);
+                if !more {
+                    return chunks;
+                }
+            }
+        }
+
+        fn rows(&self, shard: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+            self.sm.scan(shard, b"", usize::MAX).unwrap()
+        }
+
+        fn shard_stats(&self, shard: u32) -> ShardStats {
+            self.sm.stats().unwrap().get(&shard).copied().unwrap_or_default()
+        }
+    }
+
+    fn new_db(dir: &tempfile::TempDir) -> Arc<Database> {
+        Arc::new(Database::create(dir.path().join("db.redb")).unwrap())
+    }
+
+    fn put(shard: u32, key: &str, value: &str) -> KvCommand {
+        KvCommand::Put { shard, key: key.into(), value: value.into() }
+    }
+
+    fn del(shard: u32, key: &str) -> KvCommand {
+        KvCommand::Delete { shard, key: key.into() }
+    }
+
+    fn row(key: &str, value: Option<&str>) -> MoveRow {
+        MoveRow { key: key.into(), value: value.map(|v| ByteBuf::from(v.as_bytes())) }
+    }
+
+    fn rows_of(chunks: &[ExportChunk]) -> Vec<MoveRow> {
+        chunks.iter().flat_map(|c| c.rows.clone()).collect()
+    }
+
+    const REFUSED: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: true };
+    const DONE: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: false };
+
+    /// Every dirty-table entry of `order`, by shard and key.
+    fn all_dirty(db: &Database, order: OrderId) -> Vec<(u32, Vec<u8>, u64)> {
+        let txn = db.begin_read().unwrap();
+        let mut out = Vec::new();
+        for (shard, name) in numbered_tables(txn.list_tables().unwrap(), &dirty_prefix(order)) {
+            for item in txn.open_table(dirty_table(&name)).unwrap().iter().unwrap() {
+                let (k, i) = item.unwrap();
+                out.push((shard, k.value().to_vec(), i.value()));
+            }
+        }
+        out
+    }
+
+    fn dirty_exists(db: &Database, order: OrderId, shard: u32) -> bool {
+        let txn = db.begin_read().unwrap();
+        open_read(&txn, dirty_table(&dirty_name(order, shard))).unwrap().is_some()
+    }
+
+    /// S1. The source exports its rows in chunks, and then exactly the keys written since an
+    /// index, with their values now or as tombstones; only for the move it tracks.
+    #[tokio::test]
+    async fn a_tracked_shard_exports_its_base_and_its_deltas() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut src = Sm::open(&new_db(&dir), dir.path(), 1);
+        src.one(KvCommand::Acquire { shards: vec![3], epoch: 1 }).await;
+        src.apply((0..20).map(|i| put(3, &format!("k{i:02}"), &format!("v{i:02}")))).await;
+        let not_tracking = src.sm.export(3, 5, ExportMode::Base, None, 100);
+        assert!(matches!(not_tracking, Err(ExportError::NotTracking { order: 1, shard: 3, move_id: 5 })));
+        assert_eq!(src.one(KvCommand::Track { shard: 4, move_id: 5 }).await, REFUSED, "shard 4 is not owned");
+        assert_eq!(src.one(KvCommand::Track { shard: 3, move_id: 5 }).await, DONE);
+        assert!(matches!(src.sm.export(3, 6, ExportMode::Base, None, 100), Err(ExportError::NotTracking { .. })));
+        assert_eq!(src.sm.move_state().unwrap().tracking, [(3, 5)].into());
+
+        tracing::info!("--- the base, 6-byte rows in chunks of at least 20 bytes");
+        let base = src.export_pass(3, 5, ExportMode::Base, 20);
+        assert_eq!(base.iter().map(|c| c.rows.len()).collect::<Vec<_>>(), [4, 4, 4, 4, 4]);
+        let expected: Vec<MoveRow> = (0..20).map(|i| row(&format!("k{i:02}"), Some(&format!("v{i:02}")))).collect();
+        assert_eq!(rows_of(&base), expected);
+        let x = src.last();
+        for c in &base {
+            assert_eq!((c.applied_index, c.frozen, c.stats), (x, false, src.shard_stats(3)));
+        }
+        assert_eq!(src.shard_stats(3).keys, 20);
+        let one = src.sm.export(3, 5, ExportMode::Base, Some(b"k18"), 0).unwrap();
+        assert_eq!((one.rows, one.more), (vec![row("k19", Some("v19"))], false), "a zero limit still moves a row");
+
+        tracing::info!("--- writes after the base: the delta holds them, not the rows written before Track");
+        let resp = src.apply([put(3, "k05", "new"), del(3, "k07"), put(3, "k25", "v25"), del(3, "nothing")]).await;
+        assert_eq!(resp.iter().map(|r| r.existed).collect::<Vec<_>>(), [true, true, false, false]);
+        let changed = vec![row("k05", Some("new")), row("k07", None), row("k25", Some("v25")), row("nothing", None)];
+        let delta = src.export_pass(3, 5, ExportMode::Delta { after_index: x }, 1 << 20);
+        assert_eq!((delta.len(), rows_of(&delta)), (1, changed.clone()));
+        assert_eq!(rows_of(&src.export_pass(3, 5, ExportMode::Delta { after_index: 0 }, 1 << 20)), changed);
+        let after_k07 = src.sm.export(3, 5, ExportMode::Delta { after_index: x }, Some(b"k07"), 1).unwrap();
+        assert_eq!((after_k07.rows, after_k07.more), (vec![row("k25", Some("v25"))], true));
+
+        tracing::info!("--- a key written again shows in the next round only once");
+        let y = src.last();
+        src.apply([put(3, "k05", "newer"), put(3, "k05", "newest")]).await;
+        let round = src.export_pass(3, 5, ExportMode::Delta { after_index: y }, 1 << 20);
+        assert_eq!(rows_of(&round), [row("k05", Some("newest"))]);
+        assert_eq!(round[0].applied_index, src.last());
+
+        tracing::info!("--- Track again: the same move keeps its keys, another starts afresh");
+        assert_eq!(src.one(KvCommand::Track { shard: 3, move_id: 5 }).await, DONE);
+        assert_eq!(all_dirty(&src.sm.db, 1).len(), 4);
+        assert_eq!(src.one(KvCommand::Track { shard: 3, move_id: 6 }).await, DONE);
+        assert!(all_dirty(&src.sm.db, 1).is_empty());
+        assert!(src.sm.export(3, 5, ExportMode::Base, None, 100).is_err());
+        assert_eq!(src.one(KvCommand::Untrack { shard: 3, move_id: 5 }).await, REFUSED);
+        assert_eq!(src.one(KvCommand::Untrack { shard: 3, move_id: 6 }).await, DONE);
+        assert!(!dirty_exists(&src.sm.db, 1, 3));
+        assert_eq!(src.sm.move_state().unwrap(), MoveState::default());
+        assert_eq!(src.one(put(3, "k30", "v")).await, DONE, "an untracked write is not recorded");
+        assert!(!dirty_exists(&src.sm.db, 1, 3));
+    }
+
+    fn ingest(shard: u32, move_id: u64, chunk: &ExportChunk, cursor: &mut MoveCursor) -> KvCommand {
+        cursor.after_key = chunk.rows.last().map(|r| ByteBuf::from(r.key.clone())).filter(|_| chunk.more);
+        cursor.pass_index = cursor.pass_index.min(chunk.applied_index);
+        KvCommand::Ingest { shard, move_id, rows: chunk.rows.clone(), cursor: cursor.clone() }
+    }
+
+    /// S2. A destination in the same database receives a shard: Prepare and Ingest repeat
+    /// safely, Seal checks the source's digest, Acquire waits for the seal, and the copy ends
+    /// with the source's rows and stats.
+    #[tokio::test]
+    async fn a_shard_moves_between_orders_and_seals_on_the_source_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let (mut src, mut dst) = (Sm::open(&db, dir.path(), 1), Sm::open(&db, dir.path(), 2));
+        src.one(KvCommand::Acquire { shards: vec![3, 4], epoch: 1 }).await;
+        src.apply((0..50).map(|i| put(3, &format!("key-{i:03}"), &"x".repeat(i)))).await;
+        src.one(put(4, "other", "shard")).await;
+        src.one(KvCommand::Track { shard: 3, move_id: 7 }).await;
+
+        tracing::info!("--- an earlier attempt left rows; Prepare for this move clears them once");
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 6 }).await, DONE);
+        let junk = vec![row("junk", Some("j"))];
+        let old = KvCommand::Ingest { shard: 3, move_id: 6, rows: junk, cursor: MoveCursor::default() };
+        assert_eq!(dst.one(old).await, DONE);
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, DONE);
+        assert_eq!((dst.rows(3), dst.shard_stats(3)), (vec![], ShardStats::default()));
+
+        tracing::info!("--- the base, ingested twice");
+        let base = src.export_pass(3, 7, ExportMode::Base, 200);
+        assert!(base.len() > 3, "{} chunks", base.len());
+        let mut cursor = MoveCursor { pass_index: u64::MAX, ..Default::default() };
+        for c in &base {
+            assert_eq!(dst.one(ingest(3, 7, c, &mut cursor)).await, DONE);
+        }
+        let once = dst.shard_stats(3);
+        assert_eq!(once, src.shard_stats(3));
+        let progress = dst.sm.move_state().unwrap();
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, DONE, "again: keeps progress");
+        assert_eq!((dst.shard_stats(3), dst.sm.move_state().unwrap()), (once, progress));
+        for c in &base {
+            dst.one(ingest(3, 7, c, &mut cursor)).await;
+        }
+        assert_eq!(dst.shard_stats(3), once);
+        let wrong_move =
+            KvCommand::Ingest { shard: 3, move_id: 8, rows: vec![row("x", Some("y"))], cursor: MoveCursor::default() };
+        assert_eq!(dst.one(wrong_move).await, REFUSED);
+        cursor = MoveCursor { base_done: true, watermark: cursor.pass_index, pass_index: u64::MAX, after_key: None };
+        assert_eq!(dst.sm.move_state().unwrap().incoming[&3].cursor.after_key, None);
+
+        tracing::info!("--- the source keeps serving, then freezes");
+        src.apply([put(3, "key-001", "changed"), del(3, "key-002"), put(3, "key-100", "new")]).await;
+        src.one(KvCommand::Release { shards: vec![3], epoch: 8 }).await;
+        assert!(src.one(put(3, "key-003", "late")).await.wrong_shard);
+
+        tracing::info!("--- the final delta, then Seal and Acquire");
+        let last = src.export_pass(3, 7, ExportMode::Delta { after_index: cursor.watermark }, 1 << 20);
+        assert_eq!(rows_of(&last).len(), 3);
+        let digest = last[0].stats;
+        assert!(last[0].frozen);
+        for c in &last {
+            dst.one(ingest(3, 7, c, &mut cursor)).await;
+        }
+        let off = ShardStats { keys: digest.keys + 1, ..digest };
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest: off }).await, REFUSED);
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 6, digest }).await, REFUSED);
+        assert_eq!(dst.one(KvCommand::Acquire { shards: vec![3, 9], epoch: 8 }).await, DONE);
+        assert_eq!(dst.sm.owned().unwrap(), [9].into(), "an unsealed shard is not acquired, others are");
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest }).await, DONE);
+        assert!(dst.sm.move_state().unwrap().incoming[&3].sealed);
+        let after_seal =
+            KvCommand::Ingest { shard: 3, move_id: 7, rows: vec![row("x", Some("y"))], cursor: MoveCursor::default() };
+        assert_eq!(dst.one(after_seal).await, REFUSED, "sealed rows do not change");
+        assert_eq!(dst.one(KvCommand::Acquire { shards: vec![3], epoch: 8 }).await, DONE);
+        assert_eq!(dst.sm.owned().unwrap(), [3, 9].into());
+        assert_eq!(dst.sm.move_state().unwrap(), MoveState::default());
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, REFUSED, "owned");
+
+        assert_eq!(dst.rows(3), src.rows(3));
+        assert_eq!(dst.shard_stats(3), src.shard_stats(3));
+        assert_eq!(dst.sm.get(3, b"key-001").unwrap(), Some(b"changed".to_vec()));
+        assert_eq!(dst.sm.get(3, b"key-002").unwrap(), None);
+        assert_eq!(src.rows(4).len(), 1, "the source's other shard is untouched");
+        assert!(dst.rows(4).is_empty());
+    }
+
+    /// Builds a snapshot of `from` and installs it on `to` through openraft's API, as a
+    /// received file in `to`'s snapshot directory.
+    async fn copy_snapshot(
+        from: &mut KvStateMachine,
+        to: &mut KvStateMachine,
+    ) -> SnapshotOf<OrderConfig, SnapshotFile> {
+        let snap = from.build_snapshot().await.unwrap();
+        let path = to.snapshot_dir().path().join("recv.part");
+        std::fs::copy(&snap.snapshot.path, &path).unwrap();
+        to.install_snapshot(&snap.meta, SnapshotFile { path, ..snap.snapshot.clone() }).await.unwrap();
+        snap
+    }
+
+    /// S3. A snapshot carries the owned shards, release epochs, stats, move state and dirty
+    /// tables: a replica that installs it exports the same delta as the one that built it.
+    #[tokio::test]
+    async fn move_state_and_dirty_tables_travel_in_snapshots() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Sm::open(&new_db(&dir), dir.path(), 1);
+        a.one(KvCommand::Acquire { shards: vec![1, 2, 3, 4], epoch: 1 }).await;
+        a.apply((0..30).map(|i| put(i % 3 + 1, &format!("k{i}"), "v"))).await;
+        // Shard 4's table ends empty: it has no stats entry, here or where the snapshot goes.
+        a.apply([put(4, "brief", "x"), del(4, "brief")]).await;
+        a.apply([KvCommand::Track { shard: 2, move_id: 5 }, KvCommand::Track { shard: 3, move_id: 5 }]).await;
+        a.apply([put(2, "k1", "w"), del(2, "k4"), put(2, "new", "n")]).await;
+        a.one(KvCommand::Release { shards: vec![1], epoch: 4 }).await;
+        a.one(KvCommand::Prepare { shard: 9, move_id: 6 }).await;
+        let cursor = MoveCursor { after_key: Some(ByteBuf::from(b"r".to_vec())), pass_index: 77, ..Default::default() };
+        a.one(KvCommand::Ingest { shard: 9, move_id: 6, rows: vec![row("r", Some("s"))], cursor }).await;
+
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut b = Sm::open(&new_db(&dir2), dir2.path(), 1);
+        // Stale state of the same order on the installing node goes.
+        b.one(KvCommand::Acquire { shards: vec![5], epoch: 1 }).await;
+        b.apply([put(5, "stale", "x"), KvCommand::Track { shard: 5, move_id: 2 }, put(5, "stale2", "y")]).await;
+
+        copy_snapshot(&mut a.sm, &mut b.sm).await;
+        assert_eq!(b.sm.owned().unwrap(), [2, 3, 4].into());
+        let applied = |s: &Sm| s.sm.meta::<Applied>(APPLIED).unwrap().unwrap();
+        assert_eq!(applied(&b), applied(&a));
+        assert_eq!(applied(&b).released_at, [(1, 4)].into());
+        assert_eq!(b.sm.stats().unwrap(), a.sm.stats().unwrap());
+        assert_eq!(b.sm.stats().unwrap().keys().copied().collect::<Vec<_>>(), [1, 2, 3, 9]);
+        assert_eq!(b.sm.move_state().unwrap(), a.sm.move_state().unwrap());
+        assert_eq!(all_dirty(&b.sm.db, 1), all_dirty(&a.sm.db, 1));
+        assert_eq!(all_dirty(&b.sm.db, 1).len(), 3);
+        assert!(dirty_exists(&b.sm.db, 1, 3), "a tracked shard without writes keeps its empty dirty table");
+        assert!(!dirty_exists(&b.sm.db, 1, 5));
+        for shard in [2, 3] {
+            let delta = |s: &Sm| s.export_pass(shard, 5, ExportMode::Delta { after_index: 0 }, 1 << 20);
+            assert_eq!(delta(&b), delta(&a));
+            let base = |s: &Sm| s.export_pass(shard, 5, ExportMode::Base, 1 << 20);
+            assert_eq!(base(&b), base(&a));
+        }
+        assert_eq!(rows_of(&b.export_pass(2, 5, ExportMode::Delta { after_index: 0 }, 1 << 20)).len(), 3);
+    }
+
+    /// A snapshot file of the previous release (format 1, no move state or dirty tables)
+    /// installs, computing the stats of its rows and clearing the replica's move state.
+    #[tokio::test]
+    async fn a_version_1_snapshot_installs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = Sm::open(&new_db(&dir), dir.path(), 4);
+        sm.one(KvCommand::Acquire { shards: vec![1], epoch: 1 }).await;
+        sm.apply([KvCommand::Track { shard: 1, move_id: 3 }, put(1, "k", "v")]).await;
+        let meta = SnapshotMetaOf::<OrderConfig> {
+            last_log_id: Some(openraft::testing::log_id::<OrderConfig>(2, 1, 40)),
+            ..Default::default()
+        };
+        let header = SnapshotHeader {
+            meta: meta.clone(),
+            owned: [2].into(),
+            released_at: [(1, 5)].into(),
+            moves: MoveState::default(),
+        };
+        let path = sm.sm.snapshot_dir().path().join("old.part");
+        let mut w = SnapshotWriter::new_v1(File::create(&path).unwrap(), &header).unwrap();
+        w.record(2, b"a", b"1").unwrap();
+        w.record(2, b"b", b"22").unwrap();
+        let (_, summary) = w.finish().unwrap();
+        let file = SnapshotFile { path, len: summary.file_bytes, crc32: summary.crc32 };
+        sm.sm.install_snapshot(&meta, file).await.unwrap();
+
+        assert_eq!(sm.sm.owned().unwrap(), [2].into());
+        assert_eq!(sm.sm.move_state().unwrap(), MoveState::default());
+        assert!(all_dirty(&sm.sm.db, 4).is_empty() && !dirty_exists(&sm.sm.db, 4, 1));
+        let mut expected = ShardStats::default();
+        expected.put(b"a", b"1", None);
+        expected.put(b"b", b"22", None);
+        assert_eq!(sm.sm.stats().unwrap(), [(2, expected)].into());
+        assert_eq!(sm.rows(1), vec![]);
+    }
+
+    /// S4. Release fences writes and a stale Acquire; Drop waits until the shard is not
+    /// served and is fenced by the move id; an old data dir gets its stats on open.
+    #[tokio::test]
+    async fn release_fences_and_drop_clears_a_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = Sm::open(&new_db(&dir), dir.path(), 1);
+        sm.one(KvCommand::Acquire { shards: vec![1, 2], epoch: 3 }).await;
+        assert_eq!(sm.apply([put(1, "a", "1"), put(2, "b", "2"), put(2, "c", "3")]).await, [DONE, DONE, DONE]);
+        sm.one(KvCommand::Track { shard: 2, move_id: 9 }).await;
+        sm.one(put(2, "d", "4")).await;
+
+        tracing::info!("--- Release fences writes; an Acquire decided before it is ignored");
+        sm.one(KvCommand::Release { shards: vec![1], epoch: 5 }).await;
+        assert_eq!(sm.one(put(1, "a", "late")).await, KvResponse { wrong_shard: true, ..Default::default() });
+        assert_eq!(sm.one(del(1, "a")).await, KvResponse { wrong_shard: true, ..Default::default() });
+        assert_eq!(sm.sm.get(1, b"a").unwrap(), Some(b"1".to_vec()));
+        sm.apply([KvCommand::Acquire { shards: vec![1], epoch: 4 }, KvCommand::Acquire { shards: vec![1], epoch: 5 }])
+            .await;
+        assert_eq!(sm.sm.owned().unwrap(), [2].into());
+
+        tracing::info!("--- Drop: refused while served or for another move");
+        assert_eq!(sm.one(KvCommand::Drop { shard: 2, move_id: 9 }).await, REFUSED);
+        sm.one(KvCommand::Release { shards: vec![2], epoch: 6 }).await;
+        assert_eq!(sm.sm.move_state().unwrap().tracking, [(2, 9)].into(), "Release keeps tracking");
+        assert_eq!(all_dirty(&sm.sm.db, 1).len(), 1);
+        assert_eq!(sm.one(KvCommand::Drop { shard: 2, move_id: 8 }).await, REFUSED);
+        assert_eq!(sm.shard_stats(2).keys, 3);
+        assert_eq!(sm.one(KvCommand::Drop { shard: 2, move_id: 9 }).await, DONE);
+        assert!(sm.rows(2).is_empty());
+        assert!(!dirty_exists(&sm.sm.db, 1, 2));
+        assert_eq!(sm.sm.move_state().unwrap(), MoveState::default());
+        assert_eq!(sm.sm.stats().unwrap().keys().copied().collect::<Vec<_>>(), [1]);
+        // Rows no move knows of are leftovers: any move's Drop clears them.
+        assert_eq!(sm.one(KvCommand::Drop { shard: 1, move_id: 1 }).await, DONE);
+        assert!(sm.rows(1).is_empty());
+        assert_eq!(sm.sm.stats().unwrap(), BTreeMap::new());
+        // A shard received for another move is not dropped.
+        sm.one(KvCommand::Prepare { shard: 7, move_id: 10 }).await;
+        assert_eq!(sm.one(KvCommand::Drop { shard: 7, move_id: 9 }).await, REFUSED);
+        assert_eq!(sm.one(KvCommand::Drop { shard: 7, move_id: 10 }).await, DONE);
+        assert_eq!(sm.sm.move_state().unwrap(), MoveState::default());
+    }
+
+    /// A data dir of the release before stats has shard tables but no stats record: open
+    /// computes it, and apply (through openraft's API) keeps it up to date from there.
+    #[tokio::test]
+    async fn open_computes_the_stats_of_an_older_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let rows: Rows = (0..40u32).map(|i| (i % 4, format!("k{i}").into_bytes(), vec![b'v'; i as usize])).collect();
+        put_rows(&db, 7, &rows);
+        put_rows(&db, 8, &vec![(0, b"other".to_vec(), b"order".to_vec())]);
+        set_applied(&db, 7, &Applied { owned: [0, 1, 2, 3].into(), ..Default::default() });
+        let mut expected: BTreeMap<u32, ShardStats> = BTreeMap::new();
+        for (s, k, v) in &rows {
+            expected.entry(*s).or_default().put(k, v, None);
+        }
+
+        let mut sm = KvStateMachine::open(db.clone(), 7, dir.path()).unwrap();
+        assert_eq!(sm.stats().unwrap(), expected);
+        assert!(sm.meta::<BTreeMap<u32, ShardStats>>(STATS).unwrap().is_some(), "stored");
+        assert_eq!(KvStateMachine::open(db.clone(), 8, dir.path()).unwrap().stats().unwrap().len(), 1);
+
+        let entry = |index, cmd| {
+            let e = EntryOf::<OrderConfig>::new_normal(openraft::testing::log_id::<OrderConfig>(1, 1, index), cmd);
+            Ok((e, None))
+        };
+        let entries = vec![entry(1, put(1, "k1", "replaced")), entry(2, del(2, "k2")), entry(3, put(3, "fresh", "x"))];
+        sm.apply(futures::stream::iter(entries)).await.unwrap();
+        let s = expected.get_mut(&1).unwrap();
+        s.put(b"k1", b"replaced", Some(b"v"));
+        expected.get_mut(&2).unwrap().remove(b"k2", b"vv");
+        expected.get_mut(&3).unwrap().put(b"fresh", b"x", None);
+        assert_eq!(sm.stats().unwrap(), expected);
+        assert_eq!(sm.stats().unwrap(), KvStateMachine::open(db.clone(), 7, dir.path()).unwrap().stats().unwrap());
+        KvStateMachine::purge(&db, dir.path(), 7).unwrap();
+        assert_eq!(sm.stats().unwrap(), BTreeMap::new());
+        assert_eq!(sm.move_state().unwrap(), MoveState::default());
     }
 }
