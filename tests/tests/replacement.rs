@@ -99,7 +99,18 @@ fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
     c.bootstrap(&[0]);
     let list = c.ctl_ok(&["settings"]);
     let names: Vec<&str> = list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["down_after_ms", "replace_after_ms", "auto_replace", "snapshot_rate_mib"]);
+    assert_eq!(
+        names,
+        [
+            "down_after_ms",
+            "replace_after_ms",
+            "auto_replace",
+            "snapshot_rate_mib",
+            "move_rate_mib",
+            "move_concurrency",
+            "auto_rebalance"
+        ]
+    );
     assert!(list.as_array().unwrap().iter().all(|s| s["value"] == s["default"] && s["meaning"] != ""), "{list}");
     let epoch = c.ctl_ok(&["status"])["epoch"].as_u64().unwrap();
 
@@ -132,7 +143,11 @@ fn settings_are_listed_changed_through_the_log_and_bad_ones_refused() {
     // The snapshot rate reaches the node's limiter with the next heartbeat.
     c.ctl_ok(&["set", "snapshot_rate_mib", "25"]);
     radiant_tests::wait_until(radiant_tests::DEADLINE, "the node to apply the snapshot rate", || {
-        c.nodes[0].log().lines().any(|l| l.contains("snapshot rate limit changed") && l.contains("25")).then_some(())
+        c.nodes[0]
+            .log()
+            .lines()
+            .any(|l| l.contains("bulk transfer rate limit changed") && l.contains("to=25"))
+            .then_some(())
     });
 }
 

@@ -186,6 +186,17 @@ impl Action {
         s
     }
 
+    /// What makes two actions on the same subject the same command: its text, except that
+    /// a shard command decided on a later map epoch but with the same shards is the same.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Action::Herald { order, cmd: HeraldCmd::Shards { acquire, release, .. }, .. } => {
+                format!("shards {order} +{acquire:?} -{release:?}")
+            }
+            a => a.to_string(),
+        }
+    }
+
     /// Why the action was decided.
     pub fn reason(&self) -> &str {
         match self {

@@ -98,6 +98,9 @@ pub struct Observed {
     /// I/O actions carried out lately (or still running, at `u64::MAX`), by what they act on,
     /// with the time they finished.
     pub recent: HashMap<ActionKey, u64>,
+    /// The last action carried out on each key, as text: a different command on the same
+    /// subject need not wait for the retry window of the previous one.
+    pub last_sent: HashMap<ActionKey, String>,
     /// What each order's herald last reported: the shards its log says it serves, and which of
     /// those hold data.
     pub shard_reports: BTreeMap<OrderId, ShardReport>,
@@ -165,6 +168,20 @@ impl Observed {
     /// Whether an I/O action on `key` finished within `window_ms`, or is still running.
     pub fn recently(&self, key: ActionKey, window_ms: u64) -> bool {
         self.recent.get(&key).is_some_and(|t| *t == u64::MAX || self.now_ms.saturating_sub(*t) < window_ms)
+    }
+
+    /// Whether `action` should wait: an action on its subject still runs, or this very action
+    /// finished within `window_ms` (its effect may not show in the reports yet).
+    pub fn recently_sent(&self, action: &Action, window_ms: u64) -> bool {
+        let Some(key) = action.key() else { return false };
+        match self.recent.get(&key) {
+            Some(&u64::MAX) => true,
+            Some(&t) => {
+                self.now_ms.saturating_sub(t) < window_ms
+                    && self.last_sent.get(&key).is_some_and(|last| *last == action.fingerprint())
+            }
+            None => false,
+        }
     }
 }
 

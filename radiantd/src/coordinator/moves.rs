@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use super::Action;
-use super::ActionKey;
 use super::HERALD_RETRY_MS;
 use super::HeraldCmd;
 use super::MOVE_RETRY_MS;
@@ -57,6 +56,14 @@ fn move_step(order: OrderId, herald: MemberInfo, step: MoveStep, shard: u32, mov
     Action::Herald { order, herald, cmd: HeraldCmd::Move { step, shard, move_id }, reason }
 }
 
+/// Plans a move step unless the same step was carried out so lately that its effect may
+/// not show in the reports yet.
+fn push_step(obs: &Observed, out: &mut Vec<Action>, action: Action) {
+    if !obs.recently_sent(&action, MOVE_RETRY_MS) {
+        out.push(action);
+    }
+}
+
 /// Each herald is told which shards its order's log must serve: the map's assignment, minus
 /// a shard a move has frozen (its source released it; its destination has not switched).
 fn plan_ownership(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
@@ -65,17 +72,16 @@ fn plan_ownership(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
         let assigned: BTreeSet<u32> = (0..map.shards).filter(|s| map.serving_order(*s) == Some(o.id)).collect();
         let release: Vec<u32> = report.owned.difference(&assigned).copied().collect();
         let acquire: Vec<u32> = assigned.difference(&report.owned).copied().collect();
-        if (release.is_empty() && acquire.is_empty()) || obs.recently(ActionKey::Shards(o.id), HERALD_RETRY_MS) {
+        if release.is_empty() && acquire.is_empty() {
             continue;
         }
         let reason =
             format!("order {}'s log serves {} shards, the map gives it {}", o.id, report.owned.len(), assigned.len());
-        out.push(Action::Herald {
-            order: o.id,
-            herald,
-            cmd: HeraldCmd::Shards { acquire, release, epoch: map.epoch },
-            reason,
-        });
+        let cmd = HeraldCmd::Shards { acquire, release, epoch: map.epoch };
+        let action = Action::Herald { order: o.id, herald, cmd, reason };
+        if !obs.recently_sent(&action, HERALD_RETRY_MS) {
+            out.push(action);
+        }
     }
 }
 
@@ -99,9 +105,9 @@ fn plan_move(map: &ClusterMap, obs: &Observed, shard: u32, m: &ShardMove, out: &
         MovePhase::Copying => {
             let Some((src_herald, src_report)) = &src else { return };
             if src_report.tracking.get(&shard) != Some(&m.id) {
-                if src_report.owned.contains(&shard) && !obs.recently(ActionKey::Move(m.from, shard), MOVE_RETRY_MS) {
+                if src_report.owned.contains(&shard) {
                     let reason = format!("shard {shard} moves to order {}: its writes are recorded from now on", m.to);
-                    out.push(move_step(m.from, src_herald.clone(), MoveStep::Track, shard, m.id, reason));
+                    push_step(obs, out, move_step(m.from, src_herald.clone(), MoveStep::Track, shard, m.id, reason));
                 }
                 return;
             }
@@ -141,10 +147,9 @@ fn plan_move(map: &ClusterMap, obs: &Observed, shard: u32, m: &ShardMove, out: &
                     MapChange::FinishMove { shard, id: m.id },
                     format!("order {} serves shard {shard} and order {}'s copy is gone", m.to, m.from),
                 ));
-            } else if !src_report.owned.contains(&shard) && !obs.recently(ActionKey::Move(m.from, shard), MOVE_RETRY_MS)
-            {
+            } else if !src_report.owned.contains(&shard) {
                 let reason = format!("order {} serves shard {shard}: delete order {}'s copy", m.to, m.from);
-                out.push(move_step(m.from, src_herald.clone(), MoveStep::Drop, shard, m.id, reason));
+                push_step(obs, out, move_step(m.from, src_herald.clone(), MoveStep::Drop, shard, m.id, reason));
             }
         }
     }
@@ -160,7 +165,7 @@ fn plan_pull(
     out: &mut Vec<Action>,
 ) {
     let Some((dst_herald, _)) = herald_report(map, obs, m.to) else { return };
-    if pulling || obs.recently(ActionKey::Move(m.to, shard), MOVE_RETRY_MS) {
+    if pulling {
         return;
     }
     let step = MoveStep::Pull { from: m.from, addrs: source_addrs(map, src_herald, m.from) };
@@ -168,7 +173,7 @@ fn plan_pull(
         MovePhase::Frozen => format!("shard {shard} is frozen at order {}: take its last changes and seal", m.from),
         _ => format!("shard {shard} moves from order {} to order {}: copy it", m.from, m.to),
     };
-    out.push(move_step(m.to, dst_herald, step, shard, m.id, reason));
+    push_step(obs, out, move_step(m.to, dst_herald, step, shard, m.id, reason));
 }
 
 /// Move state no move in the map accounts for (an abandoned or finished move, an earlier
@@ -214,9 +219,7 @@ fn plan_cleanup(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
             }
         }
         for (shard, id, step, reason) in steps {
-            if !obs.recently(ActionKey::Move(o.id, shard), MOVE_RETRY_MS) {
-                out.push(move_step(o.id, herald.clone(), step, shard, id, reason));
-            }
+            push_step(obs, out, move_step(o.id, herald.clone(), step, shard, id, reason));
         }
     }
 }

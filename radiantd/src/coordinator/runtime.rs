@@ -61,6 +61,7 @@ impl Observed {
             replicas: Default::default(),
             heralds: Default::default(),
             recent: Default::default(),
+            last_sent: Default::default(),
             shard_reports: Default::default(),
             memberships: Default::default(),
             learner_progress: Default::default(),
@@ -201,7 +202,11 @@ pub async fn coordinator_loop(station: Arc<Station>, peers: Peers, stop: Cancell
                 }
                 io => {
                     let Some(key) = io.key() else { continue };
-                    station.observed_mut().recent.insert(key, u64::MAX);
+                    {
+                        let mut o = station.observed_mut();
+                        o.recent.insert(key, u64::MAX);
+                        o.last_sent.insert(key, io.fingerprint());
+                    }
                     let (station, peers) = (station.clone(), peers.clone());
                     tokio::spawn(async move {
                         record(&station, &io, "decided".into()).await;
