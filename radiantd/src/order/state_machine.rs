@@ -1057,8 +1057,12 @@ impl<'t> Batch<'t> {
         if self.owns(shard) {
             return Ok(false);
         }
-        if self.state.moves.incoming.get(&shard).is_some_and(|i| i.move_id == move_id) {
-            return Ok(true);
+        match self.state.moves.incoming.get(&shard) {
+            Some(i) if i.move_id == move_id => return Ok(true),
+            // A late command of an earlier move (a deposed bondsmith's) must not wipe a later
+            // move's copy.
+            Some(i) if i.move_id > move_id => return Ok(false),
+            _ => {}
         }
         self.delete_rows(shard)?;
         let incoming = Incoming { move_id, cursor: MoveCursor::default(), sealed: false };
@@ -1486,6 +1490,7 @@ mod tests {
         assert_eq!(once, src.shard_stats(3));
         let progress = dst.sm.move_state().unwrap();
         assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, DONE, "again: keeps progress");
+        assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 6 }).await, REFUSED, "a late earlier move");
         assert_eq!((dst.shard_stats(3), dst.sm.move_state().unwrap()), (once, progress));
         for c in &base {
             dst.one(ingest(3, 7, c, &mut cursor)).await;

@@ -1,0 +1,263 @@
+//! Shard move benchmark.
+//!
+//! Per run: a station of one (node 0), order 1 (nodes 1-3) serving 8 shards of 16 MiB each
+//! (1 MiB values), then order 2 (nodes 4-6) joins with `auto_rebalance` off. With
+//! `move_rate_mib = 0` and `move_concurrency = 1`, `rebalance --dry-run` is taken, then the
+//! rebalance runs while 8 clients write 256-byte values and one prober per moving shard
+//! writes to a key of that shard back to back. Reported per run:
+//! - each move's copy throughput (start -> freeze, from the journal) and whole duration;
+//! - each shard's unavailable window, from the journal (freeze applied -> the destination's
+//!   acquire done) and as the prober saw it (the longest gap between two acknowledged writes);
+//! - the writers' put p99 while idle (5 s before) and during the rebalance, and failed writes;
+//! - the dry run's ETA against the real time from the first start to the last finish.
+//!
+//!   cargo build --release --workspace && target/release/bench-moves 5
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use std::time::Instant;
+
+use radiant_client::Options;
+use radiant_tests::Cluster;
+use radiant_tests::status;
+use serde_json::Value;
+use serde_json::json;
+
+const SHARDS: u32 = 8;
+const MIB_PER_SHARD: usize = 16;
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Keys `prefix-{i}` grouped by shard, `per_shard` of each.
+fn keys_by_shard(prefix: &str, per_shard: usize) -> BTreeMap<u32, Vec<String>> {
+    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    let mut i = 0u64;
+    while out.len() < SHARDS as usize || out.values().any(|v| v.len() < per_shard) {
+        let k = format!("{prefix}-{i}");
+        let v = out.entry(radiant_proto::shard_of(k.as_bytes(), SHARDS)).or_default();
+        if v.len() < per_shard {
+            v.push(k);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Latencies (µs) of the writers' acknowledged puts, with when each started.
+type Samples = Arc<Mutex<Vec<(Instant, u64)>>>;
+
+fn run_once(run: usize) -> Value {
+    let c = Cluster::start(7);
+    c.ctl_ok(&["bootstrap", "--station", &c.nodes[0].addr, "--shards", &SHARDS.to_string()]);
+    c.ctl_ok(&["set", "auto_rebalance", "false"]);
+    c.ctl_ok(&["set", "move_rate_mib", "0"]);
+    c.ctl_ok(&["set", "move_concurrency", "1"]);
+    c.join(&[0], &[1, 2, 3]);
+    c.wait_status(0, "order 1 serving every shard", |s| s["orders"][0]["shards"] == SHARDS);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let opts = Options { op_timeout: Duration::from_secs(10), rpc_timeout: Duration::from_secs(2) };
+    let client = radiant_client::Client::new(c.addrs(&[0, 1, 2, 3]), opts.clone());
+    let value = vec![7u8; 1 << 20];
+    rt.block_on(async {
+        let keys = keys_by_shard("load", MIB_PER_SHARD);
+        let mut tasks = Vec::new();
+        for ks in keys.into_values() {
+            let (client, value) = (client.clone(), value.clone());
+            tasks.push(tokio::spawn(async move {
+                for k in ks {
+                    client.put(k.as_bytes(), &value).await.expect("load");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("loader");
+        }
+    });
+    c.join(&[0], &[4, 5, 6]);
+    c.wait_status(0, "order 2 with a herald", |s| status::herald(s, 2).is_some());
+    let everyone = c.addrs(&(0..7).collect::<Vec<_>>());
+    let client = radiant_client::Client::new(everyone.clone(), opts);
+
+    let plan = c.ctl_ok(&["rebalance", "--dry-run"]);
+    let moving: Vec<u32> =
+        plan["moves"].as_array().expect("moves").iter().filter_map(|m| m["shard"].as_u64()).map(|s| s as u32).collect();
+    let probe_keys = keys_by_shard("probe", 1);
+
+    // Writers and probers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let samples: Samples = Arc::default();
+    let mut tasks = Vec::new();
+    for w in 0..8u64 {
+        let (client, stop, failed, samples) = (client.clone(), stop.clone(), failed.clone(), samples.clone());
+        tasks.push(rt.spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let t = Instant::now();
+                match client.put(format!("w{w}-{}", i % 500).as_bytes(), &[1u8; 256]).await {
+                    Ok(()) => samples.lock().expect("samples").push((t, t.elapsed().as_micros() as u64)),
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    let gaps: Arc<Mutex<BTreeMap<u32, u64>>> = Arc::default();
+    for s in &moving {
+        let key = probe_keys[s][0].clone();
+        let (client, stop, gaps, s) = (client.clone(), stop.clone(), gaps.clone(), *s);
+        tasks.push(rt.spawn(async move {
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if client.put(key.as_bytes(), b"p").await.is_ok() {
+                    let gap = last.elapsed().as_micros() as u64;
+                    let mut g = gaps.lock().expect("gaps");
+                    let e = g.entry(s).or_default();
+                    *e = (*e).max(gap);
+                    last = Instant::now();
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let rebalance_at = Instant::now();
+    gaps.lock().expect("gaps").clear();
+    c.ctl_ok(&["rebalance", "--no-wait"]);
+    c.wait_status(0, "4 shards each, no move under way", |s| {
+        s["orders"].as_array().is_some_and(|o| o.iter().all(|o| o["shards"] == SHARDS / 2))
+            && s["moves"].as_array().is_some_and(|m| m.is_empty())
+    });
+    let done_at = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for t in tasks {
+            let _ = t.await;
+        }
+    });
+
+    let samples = samples.lock().expect("samples").clone();
+    let p99 = |from: Instant, to: Instant| {
+        let mut v: Vec<u64> = samples.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, l)| *l).collect();
+        v.sort_unstable();
+        percentile(&v, 0.99)
+    };
+    let idle_p99 = p99(rebalance_at - Duration::from_secs(5), rebalance_at);
+    let moving_p99 = p99(rebalance_at, done_at);
+
+    // The journal's timeline of each move.
+    let events = c.ctl_ok(&["events", "--limit", "0"]);
+    let at = |kind: &str, shard: u32, outcome: &str| -> Option<u64> {
+        events.as_array()?.iter().find(|e| {
+            e["kind"] == kind
+                && e["outcome"] == outcome
+                && e["shards"].as_array().is_some_and(|s| s.contains(&json!(shard)))
+        })?["at_unix_ms"]
+            .as_u64()
+    };
+    let acquire_done = |shard: u32| -> Option<u64> {
+        events.as_array()?.iter().find(|e| {
+            e["kind"] == "serve_shards"
+                && e["outcome"] == "done"
+                && e["orders"].as_array().is_some_and(|o| o.contains(&json!(2)))
+                && e["shards"].as_array().is_some_and(|s| s.contains(&json!(shard)))
+        })?["at_unix_ms"]
+            .as_u64()
+    };
+    let bytes_of = |shard: u32| {
+        plan["moves"].as_array().and_then(|m| m.iter().find(|m| m["shard"] == shard)).and_then(|m| m["bytes"].as_u64())
+    };
+    let mut moves = Vec::new();
+    for &s in &moving {
+        let (Some(start), Some(freeze), Some(finish), Some(acquired)) = (
+            at("start_move", s, "applied"),
+            at("freeze_move", s, "applied"),
+            at("finish_move", s, "applied"),
+            acquire_done(s),
+        ) else {
+            continue;
+        };
+        let bytes = bytes_of(s).unwrap_or(0);
+        let copy_s = (freeze.saturating_sub(start)) as f64 / 1000.0;
+        moves.push(json!({
+            "shard": s,
+            "bytes": bytes,
+            "copy_mib_per_s": bytes as f64 / (1 << 20) as f64 / copy_s.max(0.001),
+            "move_s": (finish - start) as f64 / 1000.0,
+            "window_ms_journal": acquired.saturating_sub(freeze),
+            "window_ms_client": gaps.lock().expect("gaps").get(&s).copied().unwrap_or(0) / 1000,
+        }));
+    }
+    let first = moving.iter().filter_map(|s| at("start_move", *s, "applied")).min().unwrap_or(0);
+    let last = moving.iter().filter_map(|s| at("finish_move", *s, "applied")).max().unwrap_or(0);
+    json!({
+        "run": run,
+        "moves": moves,
+        "eta_s_dry_run": plan["eta_s"],
+        "real_s": (last.saturating_sub(first)) as f64 / 1000.0,
+        "put_p99_us_idle": idle_p99,
+        "put_p99_us_rebalance": moving_p99,
+        "failed_writes": failed.load(Ordering::Relaxed),
+        "rebalance_wall_s": (done_at - rebalance_at).as_secs_f64(),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn main() {
+    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let mut all = Vec::new();
+    for run in 0..runs {
+        let r = run_once(run);
+        println!("{r}");
+        all.push(r);
+    }
+    let per_move = |field: &str| -> Vec<f64> {
+        all.iter()
+            .flat_map(|r| r["moves"].as_array().cloned().unwrap_or_default())
+            .filter_map(|m| m[field].as_f64())
+            .collect()
+    };
+    let mut windows = per_move("window_ms_journal");
+    windows.sort_by(|a, b| a.total_cmp(b));
+    let mut client_windows = per_move("window_ms_client");
+    client_windows.sort_by(|a, b| a.total_cmp(b));
+    let pick = |v: &[f64], p: f64| {
+        if v.is_empty() { 0.0 } else { v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1] }
+    };
+    let field = |f: &str| all.iter().filter_map(|r| r[f].as_f64()).collect::<Vec<_>>();
+    println!(
+        "{}",
+        json!({
+            "summary": {
+                "runs": runs,
+                "moves": windows.len(),
+                "copy_mib_per_s_median": median(per_move("copy_mib_per_s")),
+                "move_s_median": median(per_move("move_s")),
+                "window_ms_journal_p50": pick(&windows, 0.5),
+                "window_ms_journal_p99": pick(&windows, 0.99),
+                "window_ms_client_p50": pick(&client_windows, 0.5),
+                "window_ms_client_p99": pick(&client_windows, 0.99),
+                "put_p99_us_idle_median": median(field("put_p99_us_idle")),
+                "put_p99_us_rebalance_median": median(field("put_p99_us_rebalance")),
+                "failed_writes_total": field("failed_writes").iter().sum::<f64>(),
+                "eta_s_dry_run_median": median(field("eta_s_dry_run")),
+                "real_s_median": median(field("real_s")),
+            }
+        })
+    );
+}
