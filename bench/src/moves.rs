@@ -178,6 +178,11 @@ fn run_once(run: usize) -> Value {
     let bytes_of = |shard: u32| {
         plan["moves"].as_array().and_then(|m| m.iter().find(|m| m["shard"] == shard)).and_then(|m| m["bytes"].as_u64())
     };
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        for e in events.as_array().into_iter().flatten() {
+            eprintln!("{} {} {} {} {}", e["at_unix_ms"], e["kind"], e["outcome"], e["shards"], e["orders"]);
+        }
+    }
     let mut moves = Vec::new();
     for &s in &moving {
         let (Some(start), Some(freeze), Some(finish), Some(acquired)) = (

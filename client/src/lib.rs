@@ -32,6 +32,10 @@ pub enum ClientError {
     /// A write may or may not have been applied.
     #[error("outcome unknown: {0}")]
     Unknown(String),
+    /// A scan met a changed shard count (fracture or consolidate); `scan` starts over by
+    /// itself, so callers see this only if the count kept changing.
+    #[error("shard count changed: {0}")]
+    ShardCountChanged(String),
     /// Anything else.
     #[error("{0}")]
     Failed(String),
@@ -264,6 +268,7 @@ impl Client {
                 Ok(Attempt::Retry(Some(r.herald_addr), s.message().to_string()))
             }
             (_, pb::ErrorCode::OutcomeUnknown) => Err(ClientError::Unknown(format!("{addr}: {}", s.message()))),
+            (_, pb::ErrorCode::ShardCountChanged) => Err(ClientError::ShardCountChanged(s.message().to_string())),
             // Refused before anything was applied (no order serves the shard yet, a node still
             // starting): safe to retry, writes included.
             (_, pb::ErrorCode::Retry) => Ok(Attempt::Retry(None, format!("{addr}: {}", s.message()))),
@@ -324,9 +329,26 @@ impl Client {
 
     /// Keys starting with `prefix`, in key order across every shard, at most `limit`.
     pub async fn scan(&self, prefix: &[u8], limit: u32, stale: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        // A fracture or consolidation changes the shard count under a scan: start over with
+        // the new map (it changes rarely, so a few tries are plenty).
+        let mut tries = 0;
+        loop {
+            match self.scan_once(prefix, limit, stale).await {
+                Err(ClientError::ShardCountChanged(why)) if tries < 5 => {
+                    tries += 1;
+                    let _ = why;
+                    let _ = self.refresh_map().await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn scan_once(&self, prefix: &[u8], limit: u32, stale: bool) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let shards = self.map().await?.shards_total;
         let calls = (0..shards).map(|s| {
-            let req = pb::ScanRequest { prefix: prefix.to_vec(), limit, stale, shard: i64::from(s) };
+            let req =
+                pb::ScanRequest { prefix: prefix.to_vec(), limit, stale, shard: i64::from(s), shards_total: shards };
             self.run(
                 move |_| s,
                 false,

@@ -165,6 +165,19 @@ enum Command {
     },
     /// Show the shard moves under way (phase, bytes done of total) and those queued.
     Moves,
+    /// Double the shard count without moving data between orders (shard s of S becomes s and
+    /// s+S of 2S, both on s's order).
+    Fracture {
+        /// Return once the bondsmith has the request.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Halve the shard count: siblings s and s+S/2 are first moved onto one order, then merged.
+    Consolidate {
+        /// Return once the bondsmith has the request.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Show the journal of recovery actions.
     Events {
         /// Show at most this many recent entries (0: all).
@@ -268,6 +281,11 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             cmd::rebalance::rebalance(&endpoint, cli.output, dry_run, cancel, wait).await?
         }
         Command::Moves => cmd::rebalance::moves(&endpoint, cli.output).await?,
+        Command::Fracture { no_wait } | Command::Consolidate { no_wait } => {
+            let double = matches!(cli.command, Command::Fracture { .. });
+            let wait = (!no_wait).then_some(wait.max(Duration::from_secs(3600)));
+            cmd::rebalance::reshard(&endpoint, cli.output, double, wait).await?
+        }
         Command::Set { name, value } => cmd::settings::set(&endpoint, cli.output, &name, &value).await?,
         Command::Events { limit, explain, node, order, shard } => {
             let explain = explain.then_some(cmd::show::Explain { node, order, shard });

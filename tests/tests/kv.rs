@@ -67,7 +67,7 @@ fn bad_input_is_refused_and_nothing_is_stored() {
     runtime().block_on(async {
         let mut kv = radiant_proto::kv_client::KvClient::connect(format!("http://{}", c.nodes[0].addr)).await.unwrap();
         let err = kv
-            .scan(radiant_proto::ScanRequest { prefix: vec![], limit: 1, stale: false, shard: 999 })
+            .scan(radiant_proto::ScanRequest { prefix: vec![], limit: 1, stale: false, shard: 999, shards_total: 0 })
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument);

@@ -162,3 +162,44 @@ fn a_dry_run_changes_nothing_and_the_move_rate_follows_its_setting() {
     let s = c.status_via(0).unwrap();
     assert_eq!(status::order_nodes(&s, 2, "members").len(), 3);
 }
+
+#[test]
+fn a_fracture_under_load_and_a_consolidation_keep_every_key() {
+    radiant_tests::init_logging();
+    let c = Cluster::start(6);
+    let s = c.full_cluster();
+    assert_eq!(order_shards(&s), [32, 32]);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rows = write_keys(&rt, &c, 300, 64);
+    let load = Workload::start(c.addrs(&[0, 1, 2, 3, 4, 5]), workload::seed(0x5eed_700a), 4, 20);
+    wait_until(DEADLINE, "some history first", || (load.completed() >= 100).then_some(()));
+
+    tracing::info!("--- fracture: 64 -> 128 shards under load");
+    let f = c.ctl_ok(&["fracture"]);
+    assert_eq!((f["from"].as_u64(), f["to"].as_u64()), (Some(64), Some(128)), "{f}");
+    let s = c.wait_status(0, "128 shards", |s| s["shards"]["total"] == 128 && s["shards"]["resharding_to"].is_null());
+    assert_eq!(order_shards(&s), [64, 64], "children stay on their parent's order: {s}");
+    assert!(s["moves"].as_array().unwrap().is_empty(), "no data crossed orders");
+    check_keys(&rt, &c, &rows);
+    let scanned = rt.block_on(c.client().scan(b"pre-", 0, false)).unwrap();
+    assert_eq!(scanned.len(), rows.len(), "a scan sees every key under the new count");
+
+    tracing::info!("--- consolidate: 128 -> 64 shards under load");
+    let before = load.completed();
+    let cons = c.ctl_ok(&["consolidate"]);
+    assert_eq!(cons["to"].as_u64(), Some(64), "{cons}");
+    let s = c.wait_status(0, "64 shards", |s| s["shards"]["total"] == 64 && s["shards"]["resharding_to"].is_null());
+    assert_eq!(order_shards(&s), [32, 32]);
+    wait_until(DEADLINE, "writes go on", || (load.completed() >= before + 100).then_some(()));
+    let completed = load.finish(c.addrs(&[0, 1, 2, 3, 4, 5]), 300, || c.logs());
+    tracing::info!(completed, "--- history linearizable through both");
+    check_keys(&rt, &c, &rows);
+    let scanned = rt.block_on(c.client().scan(b"pre-", 0, false)).unwrap();
+    assert_eq!(scanned.len(), rows.len());
+
+    let events = c.ctl_ok(&["events", "--limit", "0"]);
+    let kinds: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["begin_reshard", "reshard_tables", "complete_reshard"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+}

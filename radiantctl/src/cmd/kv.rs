@@ -22,6 +22,7 @@ fn err(e: ClientError) -> CtlError {
     match e {
         ClientError::Invalid(m) => CtlError::Invalid(m),
         ClientError::Unavailable(m) => CtlError::Unavailable(m),
+        e @ ClientError::ShardCountChanged(_) => CtlError::Unavailable(e.to_string()),
         e @ ClientError::Unknown(_) => CtlError::OutcomeUnknown(e.to_string()),
         ClientError::Failed(m) => CtlError::Failed(m),
     }

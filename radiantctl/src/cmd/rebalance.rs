@@ -265,3 +265,48 @@ pub fn move_json(mv: &pb::MoveInfo) -> serde_json::Value {
     json!({"shard": mv.shard, "from": mv.from, "to": mv.to, "phase": mv.phase,
            "bytes_done": mv.bytes_done, "bytes_total": mv.bytes_total})
 }
+
+/// `radiantctl fracture` (double the shard count) and `consolidate` (halve it): no data
+/// crosses orders for a fracture; a consolidation first moves siblings onto one order. Waits,
+/// with a progress line on a terminal, until the map has the new count.
+pub async fn reshard(endpoint: &str, output: Output, double: bool, wait: Option<Duration>) -> Result<()> {
+    let m = client::get_map(&[endpoint.to_string()]).await?;
+    let to = match (m.resharding_to, double) {
+        (0, true) => m.shards_total * 2,
+        (0, false) => m.shards_total / 2,
+        (to, _) => to, // already under way: follow it
+    };
+    let resp = client::station(endpoint)?
+        .reshard(pb::ReshardRequest { to })
+        .await
+        .map_err(|s| CtlError::from_status(endpoint, s))?
+        .into_inner();
+    if let Some(wait) = wait {
+        let spinner = crate::output::Spinner::new(format!("{} to {to} shards", resp.from));
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let m = client::get_map(&[endpoint.to_string()]).await?;
+            if m.shards_total == to && m.resharding_to == 0 {
+                break;
+            }
+            spinner.set(format!(
+                "{} to {to} shards: {} moves under way, {} queued",
+                resp.from,
+                m.moves.len(),
+                m.moves_queued
+            ));
+            if tokio::time::Instant::now() >= deadline {
+                return Err(CtlError::Unavailable(format!(
+                    "the shard count is changing to {to} but not done after {}s; it goes on; watch with `radiantctl status`",
+                    wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    match output {
+        Output::Json => print_json(&json!({"epoch": resp.epoch, "from": resp.from, "to": to})),
+        Output::Table => println!("{} shards -> {to} shards", resp.from),
+    }
+    Ok(())
+}

@@ -37,7 +37,8 @@ pub fn map_json(m: &pb::ClusterMap) -> Value {
             "replacing": o.replacing.map(|id| id.to_string()),
             "retired": o.retired.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "shards": {"total": m.shards_total, "assigned": m.shards_assigned, "moving": m.moves.len()},
+        "shards": {"total": m.shards_total, "assigned": m.shards_assigned, "moving": m.moves.len(),
+                   "resharding_to": (m.resharding_to != 0).then_some(m.resharding_to)},
         "moves": m.moves.iter().map(crate::cmd::rebalance::move_json).collect::<Vec<_>>(),
         "replicas": m.replicas,
     })

@@ -133,6 +133,22 @@ impl HeraldRpc for HeraldApi {
                 self.node.host.report_now();
                 return Ok(Response::new(pb::ReconfigureResponse {}));
             }
+            Change::Reshard(r) => {
+                let order = body.order_id;
+                tracing::info!(order, from = r.from, to = r.to, "cutting the order's tables by a new shard count");
+                let resp = raft
+                    .client_write(KvCommand::Reshard { from: r.from, to: r.to })
+                    .await
+                    .map_err(|e| Status::unavailable(format!("order {order}: {e}")))?;
+                if resp.data.refused {
+                    return Err(Status::failed_precondition(format!(
+                        "order {order}'s log refused to reshard from {} to {}",
+                        r.from, r.to
+                    )));
+                }
+                self.node.host.report_now();
+                return Ok(Response::new(pb::ReconfigureResponse {}));
+            }
             Change::MoveStep(step) => {
                 self.move_step(&replica, step).await?;
                 self.node.host.report_now();

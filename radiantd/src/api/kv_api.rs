@@ -164,6 +164,13 @@ impl KvApi {
         Ok(r)
     }
 
+    /// Refuses a read of a shard the order's log does not serve (a move is handing it over):
+    /// the cached map is stale, so it is dropped.
+    fn not_served(&self, t: &Target) -> Status {
+        self.node.invalidate_map();
+        handing_over(t)
+    }
+
     async fn write(&self, t: &Target, cmd: KvCommand) -> Result<bool, Status> {
         let r = self.herald(t)?;
         let started = std::time::Instant::now();
@@ -207,16 +214,6 @@ fn handing_over(t: &Target) -> Status {
     )
 }
 
-/// Refuses a linearizable read of a shard the order's log says it does not serve.
-fn check_owned(node: &NodeContext, r: &OrderReplica, t: &Target, stale: bool) -> Result<(), Status> {
-    if stale || r.sm.owned().map_err(internal)?.contains(&t.shard) {
-        Ok(())
-    } else {
-        node.invalidate_map();
-        Err(handing_over(t))
-    }
-}
-
 fn internal(e: std::io::Error) -> Status {
     Status::internal(format!("storage: {e}"))
 }
@@ -227,9 +224,10 @@ impl Kv for KvApi {
         let req = req.into_inner();
         let t = self.target_of_key(&req.key).await?;
         let r = self.reader(&t, req.stale).await?;
-        check_owned(&self.node, &r, &t, req.stale)?;
-        let value = r.sm.get(t.shard, &req.key).map_err(internal)?;
-        Ok(Response::new(pb::GetResponse { value }))
+        match r.sm.read_key(t.shard, &req.key, req.stale).map_err(internal)? {
+            Some(value) => Ok(Response::new(pb::GetResponse { value })),
+            None => Err(self.not_served(&t)),
+        }
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
@@ -258,15 +256,27 @@ impl Kv for KvApi {
         let shard = u32::try_from(req.shard)
             .map_err(|_| Status::invalid_argument("scan needs a shard; clients fan out over shards and merge"))?;
         let limit = if req.limit == 0 { MAX_SCAN } else { req.limit.min(MAX_SCAN) };
+        if req.shards_total != 0 {
+            let map = self.map().await?;
+            if req.shards_total != map.shards_total {
+                self.node.invalidate_map();
+                return Err(pb::refusal(
+                    pb::ErrorCode::ShardCountChanged,
+                    tonic::Code::FailedPrecondition,
+                    format!(
+                        "the cluster has {} shards now, not {}: refresh the map",
+                        map.shards_total, req.shards_total
+                    ),
+                ));
+            }
+        }
         let t = self.target_of_shard(shard).await?;
         let r = self.reader(&t, req.stale).await?;
-        check_owned(&self.node, &r, &t, req.stale)?;
-        let items =
-            r.sm.scan(shard, &req.prefix, limit as usize)
-                .map_err(internal)?
-                .into_iter()
-                .map(|(key, value)| pb::KeyValue { key, value })
-                .collect();
+        let of_total = if req.shards_total == 0 { t.map.shards_total } else { req.shards_total };
+        let items = match r.sm.scan_served(shard, of_total, &req.prefix, limit as usize, req.stale).map_err(internal)? {
+            Some(items) => items.into_iter().map(|(key, value)| pb::KeyValue { key, value }).collect(),
+            None => return Err(self.not_served(&t)),
+        };
         Ok(Response::new(pb::ScanResponse { items }))
     }
 }

@@ -177,6 +177,7 @@ pub fn map_to_proto(map: &ClusterMap) -> pb::ClusterMap {
         moving: map.moves.iter().map(|(s, m)| (*s, m.to)).collect(),
         moves: map.moves.iter().map(|(s, m)| move_to_proto(*s, m, 0)).collect(),
         moves_queued: map.planned_moves.len() as u32,
+        resharding_to: map.reshard.as_ref().map_or(0, |r| r.to),
     }
 }
 
@@ -559,6 +560,30 @@ impl StationRpc for StationApi {
             Route::Local(station) => {
                 StationApi::linearizable_map(&station).await?;
                 Ok(Response::new(moves_local(&station)))
+            }
+        }
+    }
+
+    async fn reshard(&self, req: Request<pb::ReshardRequest>) -> Result<Response<pb::ReshardResponse>, Status> {
+        let hops = hops(&req);
+        let body = req.into_inner();
+        match self.route(hops)? {
+            Route::Remote(targets) => {
+                self.forward(targets, hops, body, |mut c, r| async move { c.reshard(r).await }).await
+            }
+            Route::Local(station) => {
+                let current = station.view.with(|m| (m.shards, m.reshard.clone()));
+                if current.1.as_ref().is_some_and(|r| r.to == body.to) {
+                    let epoch = station.view.with(|m| m.epoch);
+                    return Ok(Response::new(pb::ReshardResponse { epoch, from: current.0, to: body.to }));
+                }
+                let (from, epoch) = commit_operator_change(&station, |map, _| {
+                    let verb = if body.to > map.shards { "fracture" } else { "consolidate" };
+                    let reason = format!("operator: radiantctl {verb} ({} to {} shards)", map.shards, body.to);
+                    Ok((MapChange::BeginReshard { to: body.to }, reason, map.shards))
+                })
+                .await?;
+                Ok(Response::new(pb::ReshardResponse { epoch, from, to: body.to }))
             }
         }
     }

@@ -90,6 +90,13 @@ pub enum HeraldCmd {
         /// The map epoch of the decision.
         epoch: u64,
     },
+    /// Cut the order's tables by another shard count.
+    Reshard {
+        /// The count now.
+        from: u32,
+        /// The new count.
+        to: u32,
+    },
     /// A step of a shard move on this order (see [`MoveStep`]).
     Move {
         /// What to do.
@@ -125,7 +132,9 @@ impl Action {
             Action::StartReplica { node, order, .. } | Action::RetireReplica { node, order, .. } => {
                 Some(ActionKey::Replica(node.id, *order))
             }
-            Action::Herald { order, cmd: HeraldCmd::Shards { .. }, .. } => Some(ActionKey::Shards(*order)),
+            Action::Herald { order, cmd: HeraldCmd::Shards { .. } | HeraldCmd::Reshard { .. }, .. } => {
+                Some(ActionKey::Shards(*order))
+            }
             Action::Herald { order, cmd: HeraldCmd::Move { shard, .. }, .. } => Some(ActionKey::Move(*order, *shard)),
             Action::Herald { order, .. } => Some(ActionKey::Membership(*order)),
             Action::StopServices { node, .. } => Some(ActionKey::Node(node.id)),
@@ -145,6 +154,7 @@ impl Action {
             Action::Herald { cmd: HeraldCmd::TransferLeader(_), .. } => "transfer_leader",
             Action::Herald { cmd: HeraldCmd::Shards { .. }, .. } => "serve_shards",
             Action::Herald { cmd: HeraldCmd::Move { step, .. }, .. } => step.kind(),
+            Action::Herald { cmd: HeraldCmd::Reshard { .. }, .. } => "reshard_tables",
         }
     }
 
@@ -174,6 +184,7 @@ impl Action {
                     HeraldCmd::Shards { acquire, release, .. } => {
                         s.shards.extend(acquire.iter().chain(release).copied())
                     }
+                    HeraldCmd::Reshard { .. } => {}
                     HeraldCmd::Move { step, shard, .. } => {
                         s.shards.insert(*shard);
                         if let MoveStep::Pull { from, .. } = step {
@@ -238,6 +249,9 @@ impl fmt::Display for Action {
                 write!(f, "hand the leadership of {} to node {n}", group_name(*order))
             }
             Action::StopServices { node, .. } => write!(f, "stop every service on {}", node.name),
+            Action::Herald { order, cmd: HeraldCmd::Reshard { from, to }, .. } => {
+                write!(f, "order {order} cuts its tables by {to} shards instead of {from}")
+            }
             Action::Herald { order, cmd: HeraldCmd::Move { step, shard, move_id }, .. } => match step {
                 MoveStep::Track => write!(f, "order {order} records the writes to shard {shard} (move {move_id})"),
                 MoveStep::Untrack => write!(f, "order {order} stops recording shard {shard} (move {move_id})"),

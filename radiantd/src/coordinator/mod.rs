@@ -123,6 +123,8 @@ pub struct ShardReport {
     pub tracking: BTreeMap<u32, u64>,
     /// Shards the order is receiving.
     pub incoming: BTreeMap<u32, IncomingReport>,
+    /// The shard count its tables are cut by, once it resharded.
+    pub modulus: Option<u32>,
 }
 
 /// Keys and bytes of a shard, as its order's herald reports them.

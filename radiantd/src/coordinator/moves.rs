@@ -31,6 +31,9 @@ use crate::station::moves::ShardMove;
 /// Plans ownership, the moves under way, stray move state, the queue and (with
 /// `auto_rebalance`, once every shard is `placed`) a rebalance.
 pub(super) fn plan(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>, placed: bool) {
+    if plan_reshard(map, obs, out) {
+        return; // the orders' logs count shards differently until the map follows
+    }
     plan_ownership(map, obs, out);
     for (&shard, m) in &map.moves {
         plan_move(map, obs, shard, m, out);
@@ -224,6 +227,51 @@ fn plan_cleanup(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
     }
 }
 
+/// A change of the shard count: a consolidation first queues the moves that put siblings on
+/// one order; then, with no move left, each herald is told to cut its order's tables by the
+/// new count, and once all report it the map takes it. Returns whether the orders' logs are
+/// being cut, when ownership and moves wait (their shard numbers are the map's old ones).
+fn plan_reshard(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) -> bool {
+    let Some(r) = &map.reshard else { return false };
+    let idle = map.moves.is_empty() && map.planned_moves.is_empty();
+    if r.consolidates() && !map.siblings_together(r.to) {
+        if idle {
+            let moves = map.colocation_moves(r.to);
+            out.push(commit(
+                MapChange::PlanMoves { moves: moves.clone() },
+                format!("consolidate to {} shards: first put {} pairs of siblings on one order", r.to, moves.len()),
+            ));
+        }
+        return false;
+    }
+    if !idle {
+        return false;
+    }
+    let mut done = true;
+    for o in map.orders.values() {
+        let Some((herald, report)) = herald_report(map, obs, o.id) else {
+            done = false;
+            continue;
+        };
+        if report.modulus == Some(r.to) {
+            continue;
+        }
+        done = false;
+        let reason = format!("the shard count goes from {} to {}", r.from, r.to);
+        let action = Action::Herald { order: o.id, herald, cmd: HeraldCmd::Reshard { from: r.from, to: r.to }, reason };
+        if !obs.recently_sent(&action, HERALD_RETRY_MS) {
+            out.push(action);
+        }
+    }
+    if done {
+        out.push(commit(
+            MapChange::CompleteReshard { to: r.to },
+            format!("every order cuts its tables by {} shards", r.to),
+        ));
+    }
+    true
+}
+
 /// Moves still taking a slot of `move_concurrency`: all but those whose destination already
 /// serves (only the source's deletion is left).
 fn active_moves(map: &ClusterMap, obs: &Observed) -> usize {
@@ -280,7 +328,8 @@ pub fn shard_sizes(map: &ClusterMap, obs: &Observed) -> Option<BTreeMap<u32, Sha
 }
 
 fn plan_auto_rebalance(map: &ClusterMap, obs: &Observed, out: &mut Vec<Action>) {
-    if !map.settings.auto_rebalance || !map.moves.is_empty() || !map.planned_moves.is_empty() || map.orders.len() < 2 {
+    let busy = !map.moves.is_empty() || !map.planned_moves.is_empty() || map.reshard.is_some();
+    if !map.settings.auto_rebalance || busy || map.orders.len() < 2 {
         return;
     }
     let Some(sizes) = shard_sizes(map, obs) else { return };

@@ -121,6 +121,7 @@ fn shard_report(r: &pb::ReplicaReport) -> ShardReport {
         owned: r.owned.iter().copied().collect(),
         nonempty: r.nonempty.iter().copied().collect(),
         sizes: r.stats.iter().map(|s| (s.shard, ShardSize { keys: s.keys, bytes: s.bytes })).collect(),
+        modulus: (r.modulus != 0).then_some(r.modulus),
         ..Default::default()
     };
     for m in &r.moves {
@@ -317,6 +318,9 @@ async fn execute(station: &Station, peers: &Peers, action: &Action) -> Result<()
                         epoch: *epoch,
                     })
                 }
+                HeraldCmd::Reshard { from, to } => {
+                    pb::reconfigure_request::Change::Reshard(pb::ReshardStep { from: *from, to: *to })
+                }
                 HeraldCmd::Move { step, shard, move_id } => {
                     use pb::move_step::Kind;
                     let (kind, from_order, source_addrs) = match step {
@@ -360,7 +364,9 @@ async fn reconfigure_station(raft: &crate::station::state_machine::StationRaft, 
             raft.change_membership(ChangeMembers::RemoveNodes([*id].into_iter().collect()), false).await.map(|_| ())
         }
         HeraldCmd::TransferLeader(to) => return crate::raft::transfer_leadership(raft, *to, TRANSFER_TIMEOUT).await,
-        HeraldCmd::Shards { .. } | HeraldCmd::Move { .. } => return Err("the station serves no shards".into()),
+        HeraldCmd::Shards { .. } | HeraldCmd::Move { .. } | HeraldCmd::Reshard { .. } => {
+            return Err("the station serves no shards".into());
+        }
     };
     result.map_err(|e| e.to_string())
 }

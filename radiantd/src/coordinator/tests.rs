@@ -630,6 +630,30 @@ impl Heralds {
                 r.nonempty.remove(shard);
                 r.sizes.remove(shard);
             }
+            HeraldCmd::Reshard { from, to } => {
+                let recut = |set: &BTreeSet<u32>| -> BTreeSet<u32> {
+                    if to > from {
+                        set.iter().flat_map(|s| [*s, *s + from]).collect()
+                    } else {
+                        set.iter().map(|s| s % to).collect()
+                    }
+                };
+                r.owned = recut(&r.owned);
+                r.nonempty = recut(&r.nonempty);
+                let mut sizes = BTreeMap::new();
+                for (s, z) in &r.sizes {
+                    if to > from {
+                        let half = ShardSize { keys: z.keys / 2, bytes: z.bytes / 2 };
+                        sizes.insert(*s, half);
+                        sizes.insert(*s + from, half);
+                    } else {
+                        let e: &mut ShardSize = sizes.entry(*s % to).or_default();
+                        (e.keys, e.bytes) = (e.keys + z.keys, e.bytes + z.bytes);
+                    }
+                }
+                r.sizes = sizes;
+                r.modulus = Some(*to);
+            }
             HeraldCmd::Move { step: MoveStep::Pull { .. }, shard, move_id } => {
                 // The pull converges at once; it seals once the source is frozen.
                 let sealed = frozen_sources.get(shard).copied();
@@ -695,7 +719,10 @@ fn run_cluster_with(map: &mut ClusterMap, obs: &mut Observed, heralds: &mut Hera
                 matches!(
                     a,
                     Action::Commit { .. }
-                        | Action::Herald { cmd: HeraldCmd::Shards { .. } | HeraldCmd::Move { .. }, .. }
+                        | Action::Herald {
+                            cmd: HeraldCmd::Shards { .. } | HeraldCmd::Move { .. } | HeraldCmd::Reshard { .. },
+                            ..
+                        }
                 )
             })
             .collect();
@@ -877,4 +904,58 @@ fn an_order_formed_later_gets_its_share_by_itself_with_auto_rebalance() {
     };
     assert!(reasons[0].contains("orders serve 0 to 64 shards: move 32 shards"), "{:?}", &reasons[..2]);
     assert_eq!((map.shard_count(1), map.shard_count(2)), (32, 32));
+}
+
+#[test]
+fn a_fracture_doubles_the_shards_on_their_orders_and_a_consolidation_brings_siblings_together_first() {
+    let (mut map, mut obs, mut heralds) = two_orders_one_full();
+    let sizes = super::moves::shard_sizes(&map, &obs).unwrap();
+    let plan = rebalance_plan(&map, &sizes);
+    apply(&mut map, MapChange::PlanMoves { moves: plan }, "rebalance");
+    run_cluster(&mut map, &mut obs, &mut heralds);
+    let before = map.shard_orders.clone();
+    assert_eq!((map.shard_count(1), map.shard_count(2)), (32, 32));
+
+    // Refused while moves are under way, and for any count but double or half.
+    let mut busy = map.clone();
+    apply(&mut busy, MapChange::StartMove { shard: 1, to: 2, keys: 0, bytes: 0 }, "test");
+    for (m, to) in [(&busy, 128), (&map, 96)] {
+        let cmd = StationCommand {
+            expected_epoch: m.epoch,
+            at_unix_ms: 0,
+            by: 1,
+            change: MapChange::BeginReshard { to },
+            reason: String::new(),
+        };
+        assert!(matches!(m.clone().apply(&cmd), StationResponse::Rejected { .. }), "to {to}");
+    }
+
+    apply(&mut map, MapChange::BeginReshard { to: 128 }, "operator: radiantctl fracture");
+    let reasons = run_cluster(&mut map, &mut obs, &mut heralds);
+    assert_eq!(map.shards, 128);
+    assert!(map.reshard.is_none() && map.moves.is_empty(), "no data crossed orders");
+    assert!((0..128).all(|c| map.shard_orders[c] == before[c % 64]), "children stay on their parent's order");
+    assert!(heralds.reports.values().all(|r| r.modulus == Some(128)));
+    assert_eq!((heralds.reports[&1].owned.len(), heralds.reports[&2].owned.len()), (64, 64));
+    assert!(reasons.iter().any(|r| r.contains("every order cuts its tables by 128 shards")), "{reasons:?}");
+
+    // Halving: pairs s, s+64 on different orders are moved together first.
+    let apart = (0..64).filter(|s| map.shard_orders[*s] != map.shard_orders[*s + 64]).count();
+    assert_eq!(apart, 0, "after a fracture every pair is together");
+    let sizes = super::moves::shard_sizes(&map, &obs).unwrap();
+    let mut uneven = rebalance_plan(&map, &sizes);
+    assert!(uneven.is_empty(), "64 + 64 is balanced");
+    // Move a few children apart by hand, then consolidate.
+    uneven =
+        vec![PlannedMove { shard: 70, from: map.shard_orders[70], to: 3 - map.shard_orders[70], keys: 0, bytes: 0 }];
+    apply(&mut map, MapChange::PlanMoves { moves: uneven }, "test");
+    run_cluster(&mut map, &mut obs, &mut heralds);
+    assert_ne!(map.shard_orders[6], map.shard_orders[70]);
+    apply(&mut map, MapChange::BeginReshard { to: 64 }, "operator: radiantctl consolidate");
+    let reasons = run_cluster(&mut map, &mut obs, &mut heralds);
+    assert!(reasons.iter().any(|r| r.contains("first put 1 pairs of siblings on one order")), "{reasons:?}");
+    assert_eq!(map.shards, 64);
+    assert!(map.reshard.is_none());
+    assert!(heralds.reports.values().all(|r| r.modulus == Some(64)));
+    assert_eq!(heralds.reports[&1].owned.len() + heralds.reports[&2].owned.len(), 64);
 }

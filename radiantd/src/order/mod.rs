@@ -1,6 +1,7 @@
 //! An order replica: one member of an order's Raft group, serving its shards' data.
 //! Its leader is the order's herald; it tells the bondsmith at once when leadership moves.
 
+pub mod layout;
 pub mod puller;
 pub mod shard_move;
 pub mod snapshot_file;
@@ -60,6 +61,7 @@ impl OrderReplica {
         if herald {
             report.owned = self.sm.owned().unwrap_or_default().into_iter().collect();
             report.nonempty = self.sm.nonempty().unwrap_or_default().into_iter().collect();
+            report.modulus = self.sm.modulus().ok().flatten().unwrap_or(0);
             let stats = self.sm.stats().unwrap_or_default();
             report.stats = stats.iter().map(|(s, st)| puller::stats_to_proto(*s, st)).collect();
             let moves = self.sm.move_state().unwrap_or_default();

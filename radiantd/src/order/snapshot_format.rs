@@ -77,6 +77,9 @@ pub struct SnapshotHeader {
     pub released_at: BTreeMap<u32, u64>,
     /// The shards the order tracks or receives in a move, as its log decided.
     pub moves: MoveState,
+    /// The shard count the order's tables are cut by, once it resharded (see
+    /// [`super::layout`]).
+    pub modulus: Option<u32>,
 }
 
 /// The header of version 1 files, written before shard moves: postcard is not
@@ -90,7 +93,7 @@ struct SnapshotHeaderV1 {
 
 impl From<SnapshotHeaderV1> for SnapshotHeader {
     fn from(h: SnapshotHeaderV1) -> Self {
-        Self { meta: h.meta, owned: h.owned, released_at: h.released_at, moves: MoveState::default() }
+        Self { meta: h.meta, owned: h.owned, released_at: h.released_at, moves: MoveState::default(), modulus: None }
     }
 }
 
@@ -435,6 +438,7 @@ mod tests {
                 tracking: [(2, 11)].into(),
                 incoming: [(4, Incoming { move_id: 12, cursor, sealed: false })].into(),
             },
+            modulus: Some(16),
         }
     }
 
@@ -528,7 +532,7 @@ mod tests {
         let (bytes, summary) = w.finish().unwrap();
         assert_eq!(bytes[8..12], 1u32.to_le_bytes());
         let (h, rows, read) = read_all(&bytes).unwrap();
-        assert_eq!(h, SnapshotHeader { moves: MoveState::default(), ..header() });
+        assert_eq!(h, SnapshotHeader { moves: MoveState::default(), modulus: None, ..header() });
         assert_eq!(rows, [(1, b"a".to_vec(), b"x".to_vec())]);
         assert_eq!(read, summary);
     }

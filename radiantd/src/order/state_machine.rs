@@ -40,6 +40,7 @@ use serde::Deserialize;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
+use super::layout;
 use super::shard_move::ExportChunk;
 use super::shard_move::ExportError;
 use super::shard_move::ExportMode;
@@ -145,6 +146,14 @@ pub enum KvCommand {
         /// Move id.
         move_id: u64,
     },
+    /// The shard count changes from `from` to `to` (double: fracture; half: consolidate):
+    /// the order cuts its tables anew (see [`super::layout`]).
+    Reshard {
+        /// The count the tables are cut by now.
+        from: u32,
+        /// The new count.
+        to: u32,
+    },
 }
 
 impl fmt::Display for KvCommand {
@@ -164,6 +173,7 @@ impl fmt::Display for KvCommand {
             }
             KvCommand::Seal { shard, move_id, .. } => write!(f, "seal shard {shard} in move {move_id}"),
             KvCommand::Drop { shard, move_id } => write!(f, "drop shard {shard} after move {move_id}"),
+            KvCommand::Reshard { from, to } => write!(f, "reshard from {from} to {to} shards"),
         }
     }
 }
@@ -197,6 +207,8 @@ const APPLIED: &str = "applied";
 const STATS: &str = "shard_stats";
 /// The order's [`MoveState`].
 const MOVES: &str = "moves";
+/// The shard count the order's tables are cut by, once it resharded.
+const LAYOUT: &str = "layout";
 /// Where versions before snapshot files kept a whole copy of the snapshot; deleted on open.
 const LEGACY_SNAPSHOT: &str = "snapshot";
 /// Which file is the current snapshot ([`CurrentSnapshot`]).
@@ -267,6 +279,9 @@ fn numbered_tables(handles: impl Iterator<Item = redb::UntypedTableHandle>, pref
 fn shard_tables(txn: &redb::ReadTransaction, order: OrderId) -> io::Result<Vec<(u32, String)>> {
     Ok(numbered_tables(txn.list_tables().map_err(io_err)?, &shard_prefix(order)))
 }
+
+/// A key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// An open shard table in a write transaction.
 type ShardTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
@@ -443,6 +458,9 @@ struct OrderState {
     /// snapshot (which carries no empty tables) hold the same map.
     stats: BTreeMap<u32, ShardStats>,
     moves: MoveState,
+    /// The shard count the tables are cut by; `None` until the first reshard (the tables are
+    /// then cut by the count the requests name).
+    modulus: Option<u32>,
 }
 
 impl OrderState {
@@ -451,6 +469,7 @@ impl OrderState {
             applied: read_meta(meta, order, APPLIED)?.unwrap_or_default(),
             stats: read_meta(meta, order, STATS)?.unwrap_or_default(),
             moves: read_meta(meta, order, MOVES)?.unwrap_or_default(),
+            modulus: read_meta(meta, order, LAYOUT)?,
         })
     }
 
@@ -468,6 +487,9 @@ impl OrderState {
         }
         if before.is_none_or(|b| b.moves != self.moves) {
             meta.insert((order, MOVES), codec::encode_stored(&self.moves)?.as_slice()).map_err(io_err)?;
+        }
+        if let Some(m) = self.modulus.filter(|_| before.is_none_or(|b| b.modulus != self.modulus)) {
+            meta.insert((order, LAYOUT), codec::encode_stored(&m)?.as_slice()).map_err(io_err)?;
         }
         Ok(())
     }
@@ -636,7 +658,71 @@ impl KvStateMachine {
         Ok(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()))
     }
 
-    /// Keys of a shard starting with `prefix`, in order, at most `limit`.
+    /// What the order serves and how its tables are cut, as of `txn`.
+    fn served(&self, txn: &redb::ReadTransaction) -> io::Result<(BTreeSet<u32>, Option<u32>)> {
+        let meta = txn.open_table(META).map_err(io_err)?;
+        let applied: Applied = read_meta(&meta, self.order, APPLIED)?.unwrap_or_default();
+        Ok((applied.owned, read_meta(&meta, self.order, LAYOUT)?))
+    }
+
+    /// Reads a key for a request that names shard `hint`, in one read transaction: `None` if
+    /// the order's log does not serve the key's shard (not yet, or no longer), unless `stale`.
+    pub fn read_key(&self, hint: u32, key: &[u8], stale: bool) -> io::Result<Option<Option<Vec<u8>>>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let (owned, modulus) = self.served(&txn)?;
+        let shard = layout::key_shard(key, hint, modulus);
+        if !stale && !owned.contains(&shard) {
+            return Ok(None);
+        }
+        let Some(t) = open_read(&txn, shard_table(&table_name(self.order, shard)))? else {
+            return Ok(Some(None));
+        };
+        Ok(Some(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec())))
+    }
+
+    /// Keys of shard `shard` of `of_total` starting with `prefix`, in key order, at most
+    /// `limit`, in one read transaction; `None` if the order's log does not serve all of it
+    /// (unless `stale`) or its tables are cut by a count more than one step from `of_total`.
+    pub fn scan_served(
+        &self,
+        shard: u32,
+        of_total: u32,
+        prefix: &[u8],
+        limit: usize,
+        stale: bool,
+    ) -> io::Result<Option<Vec<KeyValue>>> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let (owned, modulus) = self.served(&txn)?;
+        let Some(pieces) = layout::covering(shard, of_total, modulus) else { return Ok(None) };
+        if !stale && !pieces.iter().all(|p| owned.contains(&p.0)) {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        for piece in &pieces {
+            let Some(t) = open_read(&txn, shard_table(&table_name(self.order, piece.0)))? else { continue };
+            let mut taken = 0;
+            for item in t.range(prefix..).map_err(io_err)? {
+                let (k, v) = item.map_err(io_err)?;
+                if !k.value().starts_with(prefix) || taken >= limit {
+                    break;
+                }
+                if layout::in_piece(k.value(), piece) {
+                    out.push((k.value().to_vec(), v.value().to_vec()));
+                    taken += 1;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+        Ok(Some(out))
+    }
+
+    /// The shard count the order's tables are cut by, once it resharded.
+    pub fn modulus(&self) -> io::Result<Option<u32>> {
+        self.meta(LAYOUT)
+    }
+
+    /// Keys of a shard table starting with `prefix`, in order, at most `limit`.
     pub fn scan(&self, shard: u32, prefix: &[u8], limit: usize) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let txn = self.db.begin_read().map_err(io_err)?;
         let Some(t) = open_read(&txn, shard_table(&table_name(self.order, shard)))? else {
@@ -672,6 +758,7 @@ impl KvStateMachine {
             owned: state.applied.owned,
             released_at: state.applied.released_at,
             moves: state.moves,
+            modulus: state.modulus,
         };
         let part = self.snapshots.part_path("build");
         let built = (|| {
@@ -781,6 +868,7 @@ impl KvStateMachine {
             },
             stats,
             moves: header.moves,
+            modulus: header.modulus,
         };
         let current = self.snapshots.publish(&file.path, meta.last_log_id.as_ref())?;
         let installed = SnapshotFile { path: current.clone(), len: summary.file_bytes, crc32: summary.crc32 };
@@ -949,6 +1037,7 @@ impl<'t> Batch<'t> {
             KvCommand::Ingest { shard, move_id, rows, cursor } => self.ingest(*shard, *move_id, rows, cursor)?,
             KvCommand::Seal { shard, move_id, digest } => self.seal(*shard, *move_id, digest),
             KvCommand::Drop { shard, move_id } => self.drop_shard(*shard, *move_id)?,
+            KvCommand::Reshard { from, to } => self.reshard(*from, *to)?,
         };
         Ok(move_response(applied))
     }
@@ -959,7 +1048,8 @@ impl<'t> Batch<'t> {
 
     /// A client's Put (`Some`) or Delete (`None`), refused unless the order serves the shard;
     /// on a tracked shard the key also goes into the dirty table with this entry's index.
-    fn write(&mut self, index: u64, shard: u32, key: &[u8], value: Option<&[u8]>) -> io::Result<KvResponse> {
+    fn write(&mut self, index: u64, hint: u32, key: &[u8], value: Option<&[u8]>) -> io::Result<KvResponse> {
+        let shard = layout::key_shard(key, hint, self.state.modulus);
         if !self.owns(shard) {
             return Ok(KvResponse { wrong_shard: true, ..Default::default() });
         }
@@ -1096,6 +1186,86 @@ impl<'t> Batch<'t> {
         }
         incoming.sealed = true;
         true
+    }
+
+    /// Cuts the order's tables by `to` instead of `from`. Refused while a move runs here (its
+    /// cursors name keys of one table) or if the order is cut by another count; applying it
+    /// again changes nothing.
+    fn reshard(&mut self, from: u32, to: u32) -> io::Result<bool> {
+        let current = self.state.modulus.unwrap_or(from);
+        if current == to && self.state.modulus.is_some() {
+            return Ok(true);
+        }
+        let moving = !self.state.moves.tracking.is_empty() || !self.state.moves.incoming.is_empty();
+        if current != from || moving || from == 0 || to == 0 {
+            return Ok(false);
+        }
+        if to == from * 2 {
+            self.fracture(from)?;
+        } else if from == to * 2 {
+            self.consolidate(to)?;
+        } else {
+            return Ok(false);
+        }
+        self.state.modulus = Some(to);
+        tracing::info!(order = self.order, from, to, "tables cut by the new shard count");
+        Ok(true)
+    }
+
+    /// Copies the rows of table `from` whose key passes `pick` into table `to`, keeping its
+    /// stats; returns the keys copied.
+    fn copy_rows(&mut self, from: u32, to: u32, pick: impl Fn(&[u8]) -> bool) -> io::Result<Vec<Vec<u8>>> {
+        let txn = self.txn;
+        let src = txn.open_table(shard_table(&table_name(self.order, from))).map_err(io_err)?;
+        let mut dst = txn.open_table(shard_table(&table_name(self.order, to))).map_err(io_err)?;
+        let stats = self.state.stats.entry(to).or_default();
+        let mut copied = Vec::new();
+        for item in src.iter().map_err(io_err)? {
+            let (k, v) = item.map_err(io_err)?;
+            if pick(k.value()) {
+                write_row(&mut dst, stats, k.value(), Some(v.value()))?;
+                copied.push(k.value().to_vec());
+            }
+        }
+        if *stats == ShardStats::default() {
+            self.state.stats.remove(&to);
+        }
+        Ok(copied)
+    }
+
+    /// Splits each table `s` (of `from`) into `s` and `s + from`: the rows whose key hashes
+    /// to the second child are copied to its table as the parent is read, then deleted from
+    /// the parent (only their keys are held in memory); ownership and release epochs pass to
+    /// both children.
+    fn fracture(&mut self, from: u32) -> io::Result<()> {
+        let to = from * 2;
+        let tables = numbered_tables(self.txn.list_tables().map_err(io_err)?, &shard_prefix(self.order));
+        for (shard, _) in tables.into_iter().filter(|(s, _)| *s < from) {
+            let moved = self.copy_rows(shard, shard + from, |k| radiant_proto::shard_of(k, to) != shard)?;
+            self.write_rows(shard, moved.iter().map(|k| (k.as_slice(), None)))?;
+        }
+        let a = &mut self.state.applied;
+        a.owned = a.owned.iter().flat_map(|s| [*s, *s + from]).collect();
+        a.released_at = a.released_at.iter().flat_map(|(s, e)| [(*s, *e), (*s + from, *e)]).collect();
+        Ok(())
+    }
+
+    /// Merges each table `c + to` into its sibling `c` (the map put both on this order).
+    fn consolidate(&mut self, to: u32) -> io::Result<()> {
+        let tables = numbered_tables(self.txn.list_tables().map_err(io_err)?, &shard_prefix(self.order));
+        for (shard, _) in tables.into_iter().filter(|(s, _)| *s >= to) {
+            self.copy_rows(shard, shard % to, |_| true)?;
+            self.delete_rows(shard)?;
+        }
+        let a = &mut self.state.applied;
+        a.owned = a.owned.iter().map(|s| s % to).collect();
+        let mut released: BTreeMap<u32, u64> = BTreeMap::new();
+        for (s, e) in &a.released_at {
+            let r = released.entry(s % to).or_default();
+            *r = (*r).max(*e);
+        }
+        a.released_at = released;
+        Ok(())
     }
 
     /// Either side, on a shard the order does not serve: deletes its rows, dirty table, stats
@@ -1612,6 +1782,7 @@ mod tests {
             owned: [2].into(),
             released_at: [(1, 5)].into(),
             moves: MoveState::default(),
+            modulus: None,
         };
         let path = sm.sm.snapshot_dir().path().join("old.part");
         let mut w = SnapshotWriter::new_v1(File::create(&path).unwrap(), &header).unwrap();
@@ -1709,5 +1880,69 @@ mod tests {
         KvStateMachine::purge(&db, dir.path(), 7).unwrap();
         assert_eq!(sm.stats().unwrap(), BTreeMap::new());
         assert_eq!(sm.move_state().unwrap(), MoveState::default());
+    }
+
+    /// A fracture splits each table in two by the keys' hashes under the doubled count and
+    /// keeps every key readable through either count; a consolidation merges them back.
+    #[tokio::test]
+    async fn fracture_and_consolidate_recut_the_tables_and_keep_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = Sm::open(&new_db(&dir), dir.path(), 1);
+        sm.one(KvCommand::Acquire { shards: vec![0, 1, 2, 3], epoch: 1 }).await;
+        let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+        sm.apply(keys.iter().map(|k| put(radiant_proto::shard_of(k.as_bytes(), 4), k, k))).await;
+        let before: ShardStats = sm.sm.stats().unwrap().values().fold(ShardStats::default(), |mut a, s| {
+            a.keys += s.keys;
+            a.bytes += s.bytes;
+            a.sum = a.sum.wrapping_add(s.sum);
+            a
+        });
+        assert_eq!(sm.one(KvCommand::Reshard { from: 4, to: 12 }).await, REFUSED, "neither double nor half");
+        assert_eq!(sm.one(KvCommand::Reshard { from: 4, to: 8 }).await, DONE);
+        assert_eq!(sm.one(KvCommand::Reshard { from: 4, to: 8 }).await, DONE, "again: nothing changes");
+        assert_eq!(sm.one(KvCommand::Reshard { from: 16, to: 32 }).await, REFUSED, "the tables are cut by 8");
+        assert_eq!(sm.sm.modulus().unwrap(), Some(8));
+        assert_eq!(sm.sm.owned().unwrap(), (0..8).collect());
+        let stats = sm.sm.stats().unwrap();
+        assert!(stats.keys().all(|s| *s < 8) && stats.len() == 8, "{stats:?}");
+        for (shard, st) in &stats {
+            let rows = sm.rows(*shard);
+            assert_eq!(st.keys as usize, rows.len());
+            assert!(rows.iter().all(|(k, _)| radiant_proto::shard_of(k, 8) == *shard), "shard {shard}");
+        }
+        let after = stats.values().fold(ShardStats::default(), |mut a, s| {
+            a.keys += s.keys;
+            a.bytes += s.bytes;
+            a.sum = a.sum.wrapping_add(s.sum);
+            a
+        });
+        assert_eq!(after, before, "no row lost or doubled");
+        for k in &keys {
+            let (s4, s8) = (radiant_proto::shard_of(k.as_bytes(), 4), radiant_proto::shard_of(k.as_bytes(), 8));
+            for hint in [s4, s8] {
+                assert_eq!(sm.sm.read_key(hint, k.as_bytes(), false).unwrap(), Some(Some(k.clone().into_bytes())));
+            }
+        }
+        // A scan under the old count covers both children; under the new one, one table.
+        let old = sm.sm.scan_served(1, 4, b"", usize::MAX, false).unwrap().unwrap();
+        let expected: Vec<&String> = keys.iter().filter(|k| radiant_proto::shard_of(k.as_bytes(), 4) == 1).collect();
+        assert_eq!(old.len(), expected.len());
+        assert!(sm.sm.scan_served(1, 32, b"", 10, false).unwrap().is_none(), "two steps apart");
+        // Writes named with the old count land in the new tables.
+        sm.one(put(0, "late", "v")).await;
+        let s8 = radiant_proto::shard_of(b"late", 8);
+        assert!(sm.rows(s8).iter().any(|(k, _)| k == b"late"));
+
+        assert_eq!(sm.one(KvCommand::Reshard { from: 8, to: 4 }).await, DONE);
+        assert_eq!(sm.sm.modulus().unwrap(), Some(4));
+        assert_eq!(sm.sm.owned().unwrap(), (0..4).collect());
+        for k in keys.iter().chain([&"late".to_string()]) {
+            let s4 = radiant_proto::shard_of(k.as_bytes(), 4);
+            assert!(sm.sm.read_key(s4, k.as_bytes(), false).unwrap().unwrap().is_some(), "{k}");
+        }
+        assert!(sm.sm.stats().unwrap().keys().all(|s| *s < 4));
+        // A tracked shard blocks a reshard.
+        sm.one(KvCommand::Track { shard: 2, move_id: 9 }).await;
+        assert_eq!(sm.one(KvCommand::Reshard { from: 4, to: 8 }).await, REFUSED);
     }
 }

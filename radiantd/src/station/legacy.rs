@@ -86,6 +86,7 @@ impl From<ClusterMapV1> for ClusterMap {
             station_reconfig: m.station_reconfig,
             station_retired: m.station_retired,
             planned_moves: Vec::new(),
+            reshard: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use super::journal::Subjects;
 use super::moves::MovePhase;
 use super::moves::PlannedMove;
 use super::moves::ShardMove;
+use super::reshard::Reshard;
 use super::settings::Settings;
 use crate::identity::NodeId;
 
@@ -164,6 +165,8 @@ pub struct ClusterMap {
     pub station_retired: BTreeSet<NodeId>,
     /// Moves a rebalance planned that have not begun, in the order they will.
     pub planned_moves: Vec<PlannedMove>,
+    /// A change of the shard count under way (`fracture`, `consolidate`).
+    pub reshard: Option<Reshard>,
 }
 
 /// A station member, as given at bootstrap.
@@ -362,6 +365,16 @@ pub enum MapChange {
     },
     /// Empties the move queue and abandons every move that has not switched.
     CancelMoves,
+    /// Starts changing the shard count to `to` (twice or half the count now).
+    BeginReshard {
+        /// The new count.
+        to: u32,
+    },
+    /// Every order's log cuts its tables by `to`: the map takes the new count.
+    CompleteReshard {
+        /// The new count.
+        to: u32,
+    },
 }
 
 impl fmt::Display for MapChange {
@@ -409,6 +422,8 @@ impl fmt::Display for MapChange {
             MapChange::FinishMove { shard, id } => write!(f, "finish move {id} of shard {shard}"),
             MapChange::AbortMove { shard, id } => write!(f, "abandon move {id} of shard {shard}"),
             MapChange::CancelMoves => write!(f, "cancel the queued moves and those not switched"),
+            MapChange::BeginReshard { to } => write!(f, "begin changing the shard count to {to}"),
+            MapChange::CompleteReshard { to } => write!(f, "the cluster has {to} shards"),
             MapChange::Set { name, value } => write!(f, "set {name} = {value}"),
             MapChange::BeginReplace { order, add, remove } => {
                 write!(f, "begin replacing node {remove} by node {add} in {}", group_name(*order))
@@ -456,6 +471,8 @@ impl MapChange {
             MapChange::FinishMove { .. } => "finish_move",
             MapChange::AbortMove { .. } => "abort_move",
             MapChange::CancelMoves => "cancel_moves",
+            MapChange::BeginReshard { .. } => "begin_reshard",
+            MapChange::CompleteReshard { .. } => "complete_reshard",
             MapChange::Set { .. } => "set",
             MapChange::BeginReplace { .. } => "begin_replace",
             MapChange::CompleteReplace { .. } => "complete_replace",
@@ -520,7 +537,7 @@ impl MapChange {
             | MapChange::AbortMove { shard, .. } => {
                 s.shards.insert(*shard);
             }
-            MapChange::CancelMoves => {}
+            MapChange::CancelMoves | MapChange::BeginReshard { .. } | MapChange::CompleteReshard { .. } => {}
             MapChange::Set { .. } => {}
             MapChange::BeginReplace { order, add, remove } => {
                 s.nodes.extend([*add, *remove]);
@@ -732,6 +749,8 @@ impl ClusterMap {
             MapChange::FinishMove { shard, id } => self.finish_move(*shard, *id)?,
             MapChange::AbortMove { shard, id } => self.abort_move(*shard, *id)?,
             MapChange::CancelMoves => self.cancel_moves()?,
+            MapChange::BeginReshard { to } => self.begin_reshard(*to)?,
+            MapChange::CompleteReshard { to } => self.complete_reshard(*to)?,
             MapChange::Set { name, value } => {
                 self.settings.set(name, value).map_err(|e| e.to_string())?;
             }

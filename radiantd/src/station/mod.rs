@@ -5,6 +5,7 @@ pub mod journal;
 mod legacy;
 pub mod map;
 pub mod moves;
+pub mod reshard;
 pub mod settings;
 pub mod state_machine;
 
