@@ -105,8 +105,22 @@ fn run_once(run: usize) -> Value {
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
                 let t = Instant::now();
-                match client.put(format!("w{w}-{}", i % 500).as_bytes(), &[1u8; 256]).await {
-                    Ok(()) => samples.lock().expect("samples").push((t, t.elapsed().as_micros() as u64)),
+                let key = format!("w{w}-{}", i % 500);
+                match client.put(key.as_bytes(), &[1u8; 256]).await {
+                    Ok(()) => {
+                        let us = t.elapsed().as_micros() as u64;
+                        if us > 200_000 && std::env::var("BENCH_DEBUG").is_ok() {
+                            let unix = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map(|d| d.as_millis())
+                                .unwrap_or(0);
+                            eprintln!(
+                                "slow put {us} us shard {} done at {unix}",
+                                radiant_proto::shard_of(key.as_bytes(), SHARDS)
+                            );
+                        }
+                        samples.lock().expect("samples").push((t, us))
+                    }
                     Err(_) => {
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -179,6 +193,7 @@ fn run_once(run: usize) -> Value {
         plan["moves"].as_array().and_then(|m| m.iter().find(|m| m["shard"] == shard)).and_then(|m| m["bytes"].as_u64())
     };
     if std::env::var("BENCH_DEBUG").is_ok() {
+        eprintln!("moving {moving:?} rebalance at {rebalance_at:?}");
         for e in events.as_array().into_iter().flatten() {
             eprintln!("{} {} {} {} {}", e["at_unix_ms"], e["kind"], e["outcome"], e["shards"], e["orders"]);
         }

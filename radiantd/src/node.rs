@@ -63,6 +63,11 @@ impl NodeContext {
         self.orders.read().unwrap_or_else(|p| p.into_inner()).get(&order).cloned()
     }
 
+    /// Every order replica running here.
+    pub fn order_replicas(&self) -> Vec<Arc<OrderReplica>> {
+        self.orders.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
     /// Installs or removes an order replica.
     pub fn set_order(&self, order: OrderId, replica: Option<Arc<OrderReplica>>) {
         let mut orders = self.orders.write().unwrap_or_else(|p| p.into_inner());

@@ -81,16 +81,41 @@ impl KvApi {
         }
     }
 
-    async fn target_of_shard(&self, shard: u32) -> Result<Target, Status> {
-        let mut map = self.map().await?;
+    async fn target_of_shard(&self, shard: u32, key: Option<&[u8]>) -> Result<Target, Status> {
+        if let Ok(t) = self.target_in(self.map().await?, shard) {
+            if self.leads(t.order) {
+                return Ok(t);
+            }
+            // The map this node routes by may be older than the orders' logs (a move switched a
+            // moment ago): a herald here whose log serves the shard serves it, and a request
+            // about to be sent elsewhere is routed by a fresh map, not one that may send the
+            // client back where it came from.
+            if let Some(order) = self.local_server(shard, key) {
+                return Ok(Target { order, ..t });
+            }
+        }
+        self.target_in(self.fetch_map().await?, shard)
+    }
+
+    /// Whether this node runs the herald of `order`.
+    fn leads(&self, order: OrderId) -> bool {
+        self.node.order(order).is_some_and(|r| r.is_herald())
+    }
+
+    /// An order whose herald runs here and whose log serves the shard (of the key).
+    fn local_server(&self, shard: u32, key: Option<&[u8]>) -> Option<OrderId> {
+        self.node
+            .order_replicas()
+            .into_iter()
+            .find(|r| r.is_herald() && r.sm.serves(shard, key).unwrap_or(false))
+            .map(|r| r.order)
+    }
+
+    fn target_in(&self, map: Arc<pb::ClusterMap>, shard: u32) -> Result<Target, Status> {
         if shard >= map.shards_total {
             return Err(Status::invalid_argument(format!("no shard {shard}: the cluster has {}", map.shards_total)));
         }
-        let mut order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
-        if order == 0 {
-            map = self.fetch_map().await?;
-            order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
-        }
+        let order = map.shard_orders.get(shard as usize).copied().unwrap_or(0);
         if order == 0 {
             return Err(pb::refusal(
                 pb::ErrorCode::Retry,
@@ -113,7 +138,7 @@ impl KvApi {
                 map.max_key_bytes
             )));
         }
-        self.target_of_shard(shard_of(key, map.shards_total)).await
+        self.target_of_shard(shard_of(key, map.shards_total), Some(key)).await
     }
 
     /// The local replica of the target's order if it is the herald; a redirect otherwise.
@@ -270,7 +295,7 @@ impl Kv for KvApi {
                 ));
             }
         }
-        let t = self.target_of_shard(shard).await?;
+        let t = self.target_of_shard(shard, None).await?;
         let r = self.reader(&t, req.stale).await?;
         let of_total = if req.shards_total == 0 { t.map.shards_total } else { req.shards_total };
         let items = match r.sm.scan_served(shard, of_total, &req.prefix, limit as usize, req.stale).map_err(internal)? {

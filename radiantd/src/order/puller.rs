@@ -155,6 +155,7 @@ async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, sourc
     let mut pass = Pass { cursor: cursor.clone(), began_frozen: false, bytes: 0 };
     let mut backoff = Duration::from_millis(50);
     let mut addr_index = 0usize;
+    let mut prefetched: Option<Result<pb::ExportShardResponse, String>> = None;
     loop {
         if pull.cancel.is_cancelled() {
             return Err(PullError::Cancelled);
@@ -163,7 +164,11 @@ async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, sourc
             return Err(PullError::NotHerald);
         }
         let addr = &source.addrs[addr_index % source.addrs.len().max(1)];
-        let chunk = match export(host, replica, shard, move_id, source, addr, &cursor).await {
+        let fetched = match prefetched.take() {
+            Some(f) => f,
+            None => export(host, replica, shard, move_id, source, addr, &cursor).await,
+        };
+        let chunk = match fetched {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(order = replica.order, shard, "export from {addr} failed: {e}");
@@ -192,7 +197,17 @@ async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, sourc
             next.base_done = true;
         }
         if !rows.is_empty() || (finished && !cursor.base_done) {
-            write(replica, KvCommand::Ingest { shard, move_id, rows, cursor: next.clone() }).await?;
+            let ingest = write(replica, KvCommand::Ingest { shard, move_id, rows, cursor: next.clone() });
+            if finished {
+                ingest.await?;
+            } else {
+                // Fetch the next chunk while this one commits: the copy then goes at the pace
+                // of the slower of the two, not of their sum.
+                let (written, next_chunk) =
+                    tokio::join!(ingest, export(host, replica, shard, move_id, source, addr, &next));
+                written?;
+                prefetched = Some(next_chunk);
+            }
             pull.bytes_done.fetch_add(bytes, Ordering::Relaxed);
         }
         cursor = next;

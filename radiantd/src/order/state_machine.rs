@@ -717,6 +717,17 @@ impl KvStateMachine {
         Ok(Some(out))
     }
 
+    /// Whether the order's log serves `key` (or, without a key, all of shard `hint`) as a
+    /// request naming shard `hint` of the map's count means it.
+    pub fn serves(&self, hint: u32, key: Option<&[u8]>) -> io::Result<bool> {
+        let txn = self.db.begin_read().map_err(io_err)?;
+        let (owned, modulus) = self.served(&txn)?;
+        Ok(match key {
+            Some(k) => owned.contains(&layout::key_shard(k, hint, modulus)),
+            None => modulus.is_none() && owned.contains(&hint),
+        })
+    }
+
     /// The shard count the order's tables are cut by, once it resharded.
     pub fn modulus(&self) -> io::Result<Option<u32>> {
         self.meta(LAYOUT)
