@@ -3,7 +3,7 @@
 //! Per run: a station of one (node 0), order 1 (nodes 1-3) serving 8 shards of 16 MiB each
 //! (1 MiB values), then order 2 (nodes 4-6) joins with `auto_rebalance` off. With
 //! `move_rate_mib = 0` and `move_concurrency = 1`, `rebalance --dry-run` is taken, then the
-//! rebalance runs while 8 clients write 256-byte values and one prober per moving shard
+//! rebalance runs while 8 clients write 256-byte values and one prober per shard
 //! writes to a key of that shard back to back. Reported per run:
 //! - each move's copy throughput (start -> freeze, from the journal) and whole duration;
 //! - each shard's unavailable window, from the journal (freeze applied -> the destination's
@@ -12,6 +12,8 @@
 //! - the dry run's ETA against the real time from the first start to the last finish.
 //!
 //!   cargo build --release --workspace && target/release/bench-moves 5
+//!
+//! `BENCH_DEBUG=1` also prints the journal and every put slower than 200 ms to stderr.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,9 +90,7 @@ fn run_once(run: usize) -> Value {
     let everyone = c.addrs(&(0..7).collect::<Vec<_>>());
     let client = radiant_client::Client::new(everyone.clone(), opts);
 
-    let plan = c.ctl_ok(&["rebalance", "--dry-run"]);
-    let moving: Vec<u32> =
-        plan["moves"].as_array().expect("moves").iter().filter_map(|m| m["shard"].as_u64()).map(|s| s as u32).collect();
+    let dry_run = c.ctl_ok(&["rebalance", "--dry-run"]);
     let probe_keys = keys_by_shard("probe", 1);
 
     // Writers and probers.
@@ -129,7 +129,9 @@ fn run_once(run: usize) -> Value {
         }));
     }
     let gaps: Arc<Mutex<BTreeMap<u32, u64>>> = Arc::default();
-    for s in &moving {
+    // Every shard is probed: the plan is made again when applied, from sizes the writers
+    // have changed meanwhile, and may pick other shards of the same size.
+    for s in probe_keys.keys() {
         let key = probe_keys[s][0].clone();
         let (client, stop, gaps, s) = (client.clone(), stop.clone(), gaps.clone(), *s);
         tasks.push(rt.spawn(async move {
@@ -148,7 +150,9 @@ fn run_once(run: usize) -> Value {
     std::thread::sleep(Duration::from_secs(5));
     let rebalance_at = Instant::now();
     gaps.lock().expect("gaps").clear();
-    c.ctl_ok(&["rebalance", "--no-wait"]);
+    let plan = c.ctl_ok(&["rebalance", "--no-wait"]);
+    let moving: Vec<u32> =
+        plan["moves"].as_array().expect("moves").iter().filter_map(|m| m["shard"].as_u64()).map(|s| s as u32).collect();
     c.wait_status(0, "4 shards each, no move under way", |s| {
         s["orders"].as_array().is_some_and(|o| o.iter().all(|o| o["shards"] == SHARDS / 2))
             && s["moves"].as_array().is_some_and(|m| m.is_empty())
@@ -224,7 +228,10 @@ fn run_once(run: usize) -> Value {
     json!({
         "run": run,
         "moves": moves,
-        "eta_s_dry_run": plan["eta_s"],
+        "eta_s_dry_run": dry_run["eta_s"],
+        "eta_s_applied": plan["eta_s"],
+        "dry_run_bytes": dry_run["total_bytes"],
+        "applied_bytes": plan["total_bytes"],
         "real_s": (last.saturating_sub(first)) as f64 / 1000.0,
         "put_p99_us_idle": idle_p99,
         "put_p99_us_rebalance": moving_p99,
@@ -276,6 +283,7 @@ fn main() {
                 "put_p99_us_rebalance_median": median(field("put_p99_us_rebalance")),
                 "failed_writes_total": field("failed_writes").iter().sum::<f64>(),
                 "eta_s_dry_run_median": median(field("eta_s_dry_run")),
+                "eta_s_applied_median": median(field("eta_s_applied")),
                 "real_s_median": median(field("real_s")),
             }
         })
