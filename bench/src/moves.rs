@@ -13,6 +13,9 @@
 //!
 //!   cargo build --release --workspace && target/release/bench-moves 5
 //!
+//! `bench-moves throughput MIB RUNS`: two shards of MIB MiB on one order, a second order joins,
+//! and one shard moves with nothing else running: the copy's MiB/s (start -> freeze).
+//!
 //! `BENCH_DEBUG=1` also prints the journal and every put slower than 200 ms to stderr.
 
 use std::collections::BTreeMap;
@@ -245,8 +248,98 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
+/// One shard of `mib` MiB moved with nothing else running: the copy's throughput.
+fn throughput_once(mib: usize) -> Value {
+    let c = Cluster::start(7);
+    c.ctl_ok(&["bootstrap", "--station", &c.nodes[0].addr, "--shards", "2"]);
+    c.ctl_ok(&["set", "auto_rebalance", "false"]);
+    c.ctl_ok(&["set", "move_rate_mib", "0"]);
+    c.join(&[0], &[1, 2, 3]);
+    c.wait_status(0, "order 1 serving every shard", |s| s["orders"][0]["shards"] == 2);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let opts = Options { op_timeout: Duration::from_secs(30), rpc_timeout: Duration::from_secs(10) };
+    let client = radiant_client::Client::new(c.addrs(&[0, 1, 2, 3]), opts);
+    let value = vec![7u8; 1 << 20];
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        let mut i = 0u64;
+        let mut per_shard = [0usize; 2];
+        while per_shard.iter().any(|n| *n < mib) {
+            let k = format!("big-{i}");
+            i += 1;
+            let s = radiant_proto::shard_of(k.as_bytes(), 2) as usize;
+            if per_shard[s] >= mib {
+                continue;
+            }
+            per_shard[s] += 1;
+            let (client, value) = (client.clone(), value.clone());
+            tasks.push(tokio::spawn(async move { client.put(k.as_bytes(), &value).await.expect("load") }));
+            if tasks.len() >= 8 {
+                for t in tasks.drain(..) {
+                    t.await.expect("loader");
+                }
+            }
+        }
+        for t in tasks {
+            t.await.expect("loader");
+        }
+    });
+    c.join(&[0], &[4, 5, 6]);
+    c.wait_status(0, "order 2 with a herald", |s| status::herald(s, 2).is_some());
+    let plan = c.ctl_ok(&["rebalance", "--no-wait"]);
+    let shard = plan["moves"][0]["shard"].as_u64().expect("one move") as u32;
+    let bytes = plan["moves"][0]["bytes"].as_u64().unwrap_or(0);
+    c.wait_status(0, "1 shard each, no move under way", |s| {
+        s["orders"].as_array().is_some_and(|o| o.iter().all(|o| o["shards"] == 1))
+            && s["moves"].as_array().is_some_and(|m| m.is_empty())
+    });
+    let events = c.ctl_ok(&["events", "--limit", "0"]);
+    let at = |kind: &str| -> u64 {
+        events
+            .as_array()
+            .and_then(|a| {
+                a.iter().find(|e| {
+                    e["kind"] == kind
+                        && e["outcome"] == "applied"
+                        && e["shards"].as_array().is_some_and(|s| s.contains(&json!(shard)))
+                })
+            })
+            .and_then(|e| e["at_unix_ms"].as_u64())
+            .unwrap_or(0)
+    };
+    let (start, freeze, finish) = (at("start_move"), at("freeze_move"), at("finish_move"));
+    if std::env::var("BENCH_DEBUG").is_ok() {
+        for n in &c.nodes[4..] {
+            for l in n.log().lines().filter(|l| l.contains(" chunk ")).take(40) {
+                eprintln!("{l}");
+            }
+        }
+    }
+    let copy_s = freeze.saturating_sub(start) as f64 / 1000.0;
+    json!({
+        "mib": bytes as f64 / (1 << 20) as f64,
+        "copy_s": copy_s,
+        "copy_mib_per_s": bytes as f64 / (1 << 20) as f64 / copy_s.max(0.001),
+        "move_s": finish.saturating_sub(start) as f64 / 1000.0,
+    })
+}
+
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("throughput") {
+        args.next();
+        let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
+        let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let r = throughput_once(mib);
+            println!("{r}");
+            rates.push(r["copy_mib_per_s"].as_f64().unwrap_or(0.0));
+        }
+        println!("{}", json!({"summary": {"runs": runs, "mib": mib, "copy_mib_per_s_median": median(rates)}}));
+        return;
+    }
+    let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let mut all = Vec::new();
     for run in 0..runs {
         let r = run_once(run);

@@ -105,7 +105,8 @@ impl Node {
         let child = Command::new(bin("radiantd"))
             .arg("--config")
             .arg(self.config_path())
-            .env("RUST_LOG", "info,openraft=warn")
+            // Benchmarks look closer with RADIANT_NODE_LOG (for example `info,radiantd::order=debug`).
+            .env("RUST_LOG", std::env::var("RADIANT_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
