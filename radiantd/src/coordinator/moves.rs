@@ -426,13 +426,14 @@ pub fn rebalance_plan(map: &ClusterMap, sizes: &BTreeMap<u32, ShardSize>) -> Vec
     out
 }
 
-/// The rate a move is assumed to go at when `move_rate_mib` is 0 (unlimited): about what one
-/// move reaches on loopback (bench/RESULTS.md).
-const UNLIMITED_MOVE_MIB: f64 = 150.0;
+/// The rate a move is assumed to go at when `move_rate_mib` is 0 (unlimited): what a 16 MiB
+/// move measured under client load on the 2-core machine of bench/RESULTS.md (larger shards
+/// went slower there, about 22 MiB/s for 256 MiB).
+const UNLIMITED_MOVE_MIB: f64 = 40.0;
 
 /// Time a move takes besides its bytes: the commits of its steps on both orders and the
-/// station, and the reports in between.
-const MOVE_OVERHEAD_S: f64 = 0.3;
+/// station, the reports in between, and the delta passes (bench/RESULTS.md).
+const MOVE_OVERHEAD_S: f64 = 0.1;
 
 /// The estimated seconds one move of `bytes` takes at the current settings.
 pub fn eta_s(bytes: u64, settings: &crate::station::settings::Settings) -> f64 {
