@@ -118,6 +118,16 @@ impl NodeContext {
         }
     }
 
+    /// The bondsmith's heartbeat answer names the map's epoch: a cached map older than that is
+    /// dropped, so the map changes reach this node's routing within a heartbeat even when no
+    /// request is refused.
+    pub fn map_epoch_seen(&self, epoch: u64) {
+        let mut cache = self.map_cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.as_ref().is_some_and(|(_, m)| m.epoch < epoch) {
+            *cache = None;
+        }
+    }
+
     /// Forgets the cached map: an order refused a shard the map gave it (a move switched), so
     /// the next request fetches the map again instead of routing by the old one.
     pub fn invalidate_map(&self) {

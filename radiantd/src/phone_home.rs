@@ -131,6 +131,7 @@ async fn heartbeat(node: &NodeContext, spec: &PhoneHomeSpec, addr: &str) -> Resu
     let resp = client.heartbeat(req).await.map_err(|s| s.message().to_string())?.into_inner();
     node.host.peers.snapshot_rate().set_rate_mib(resp.snapshot_rate_mib);
     node.host.peers.move_rate().set_rate_mib(resp.move_rate_mib);
+    node.map_epoch_seen(resp.epoch);
     Ok(if resp.known { Reply::Acknowledged { epoch: resp.epoch, station: resp.station } } else { Reply::Unknown })
 }
 
