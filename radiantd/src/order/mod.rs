@@ -1,12 +1,15 @@
 //! An order replica: one member of an order's Raft group, serving its shards' data.
 //! Its leader is the order's herald; it tells the bondsmith at once when leadership moves.
 
+mod apply;
+mod export;
 pub mod layout;
 pub mod puller;
 pub mod shard_move;
 pub mod snapshot_file;
 pub mod snapshot_format;
 pub mod state_machine;
+mod tables;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

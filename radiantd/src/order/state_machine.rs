@@ -13,13 +13,11 @@ use std::fs::File;
 use std::io;
 use std::io::BufReader;
 use std::io::BufWriter;
-use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 
 use futures::Stream;
 use futures::TryStreamExt;
-use openraft::EntryPayload;
 use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use openraft::alias::EntryOf;
@@ -30,21 +28,18 @@ use openraft::alias::StoredMembershipOf;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
 use redb::Database;
-use redb::Durability;
 use redb::ReadableDatabase;
 use redb::ReadableTable;
 use redb::ReadableTableMetadata;
-use redb::TableDefinition;
-use redb::TableHandle;
 use serde::Deserialize;
 use serde::Serialize;
-use serde_bytes::ByteBuf;
 
+use super::apply;
+use super::export;
 use super::layout;
 use super::shard_move::ExportChunk;
 use super::shard_move::ExportError;
 use super::shard_move::ExportMode;
-use super::shard_move::Incoming;
 use super::shard_move::MoveCursor;
 use super::shard_move::MoveRow;
 use super::shard_move::MoveState;
@@ -56,6 +51,29 @@ use super::snapshot_format::SnapshotHeader;
 use super::snapshot_format::SnapshotReader;
 use super::snapshot_format::SnapshotWriter;
 use super::snapshot_format::dirty_index;
+use super::tables::APPLIED;
+use super::tables::Applied;
+use super::tables::DirtyTable;
+use super::tables::LAYOUT;
+use super::tables::LEGACY_SNAPSHOT;
+use super::tables::META;
+use super::tables::MOVES;
+use super::tables::OrderState;
+use super::tables::SNAPSHOT_FILE;
+use super::tables::STATS;
+use super::tables::ShardTable;
+use super::tables::dirty_name;
+use super::tables::dirty_prefix;
+use super::tables::dirty_table;
+use super::tables::io_err;
+use super::tables::numbered_tables;
+use super::tables::open_read;
+use super::tables::read_meta;
+use super::tables::shard_prefix;
+use super::tables::shard_table;
+use super::tables::shard_tables;
+use super::tables::table_name;
+use super::tables::write_row;
 use crate::identity::OrderId;
 use crate::raft::codec;
 
@@ -200,33 +218,8 @@ openraft::declare_raft_types!(
 /// An order's Raft handle.
 pub type OrderRaft = openraft::Raft<OrderConfig, KvStateMachine>;
 
-const META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("order_meta");
-const APPLIED: &str = "applied";
-/// Per-shard stats ([`OrderState::stats`]). Beside [`APPLIED`] rather than in it: postcard is
-/// not self-describing, so a field added to [`Applied`] would stop old data dirs decoding.
-const STATS: &str = "shard_stats";
-/// The order's [`MoveState`].
-const MOVES: &str = "moves";
-/// The shard count the order's tables are cut by, once it resharded.
-const LAYOUT: &str = "layout";
-/// Where versions before snapshot files kept a whole copy of the snapshot; deleted on open.
-const LEGACY_SNAPSHOT: &str = "snapshot";
-/// Which file is the current snapshot ([`CurrentSnapshot`]).
-const SNAPSHOT_FILE: &str = "snapshot_file";
-
 /// Buffer of the snapshot file readers and writers: large sequential I/O.
 const FILE_BUFFER: usize = 1024 * 1024;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Applied {
-    last_applied: Option<LogIdOf<OrderConfig>>,
-    last_membership: StoredMembershipOf<OrderConfig>,
-    /// The shards this order serves, as its own log decided.
-    owned: BTreeSet<u32>,
-    /// The map epoch each shard was last released at. An acquire decided on an older map is
-    /// ignored: it may have been decided before a handover that has completed since.
-    released_at: BTreeMap<u32, u64>,
-}
 
 /// The record in `order_meta` that names the current snapshot file. It is written in the
 /// same transaction as the state an install puts in place, so the two always agree.
@@ -239,106 +232,8 @@ struct CurrentSnapshot {
     crc32: u32,
 }
 
-fn io_err(e: impl Into<redb::Error>) -> io::Error {
-    io::Error::other(e.into())
-}
-
-fn shard_prefix(order: OrderId) -> String {
-    format!("kv_o{order}_s")
-}
-
-fn table_name(order: OrderId, shard: u32) -> String {
-    format!("{}{shard}", shard_prefix(order))
-}
-
-/// Dirty tables (key to the log index of its last write) are named apart from shard tables so
-/// that neither prefix matches the other's tables.
-fn dirty_prefix(order: OrderId) -> String {
-    format!("kvdirty_o{order}_s")
-}
-
-fn dirty_name(order: OrderId, shard: u32) -> String {
-    format!("{}{shard}", dirty_prefix(order))
-}
-
-/// The tables among `handles` named `prefix` and a shard number, with their numbers, in shard
-/// order (snapshots write them in that order).
-fn numbered_tables(handles: impl Iterator<Item = redb::UntypedTableHandle>, prefix: &str) -> Vec<(u32, String)> {
-    let mut out: Vec<(u32, String)> = handles
-        .filter_map(|h| {
-            let name = h.name().to_string();
-            let shard = name.strip_prefix(prefix)?.parse().ok()?;
-            Some((shard, name))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// The shard tables of `order` in the database, with their shard numbers.
-fn shard_tables(txn: &redb::ReadTransaction, order: OrderId) -> io::Result<Vec<(u32, String)>> {
-    Ok(numbered_tables(txn.list_tables().map_err(io_err)?, &shard_prefix(order)))
-}
-
 /// A key and its value.
 pub type KeyValue = (Vec<u8>, Vec<u8>);
-
-/// An open shard table in a write transaction.
-type ShardTable<'txn> = redb::Table<'txn, &'static [u8], &'static [u8]>;
-
-fn shard_table(name: &str) -> TableDefinition<'_, &'static [u8], &'static [u8]> {
-    TableDefinition::new(name)
-}
-
-/// An open dirty table in a write transaction.
-type DirtyTable<'txn> = redb::Table<'txn, &'static [u8], u64>;
-
-fn dirty_table(name: &str) -> TableDefinition<'_, &'static [u8], u64> {
-    TableDefinition::new(name)
-}
-
-/// Opens a table for reading; `None` if it does not exist (a shard never written here).
-fn open_read<K: redb::Key + 'static, V: redb::Value + 'static>(
-    txn: &redb::ReadTransaction,
-    def: TableDefinition<'_, K, V>,
-) -> io::Result<Option<redb::ReadOnlyTable<K, V>>> {
-    match txn.open_table(def) {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(io_err(e)),
-    }
-}
-
-/// Reads one record of this order from a META table, read-only or in a write transaction.
-fn read_meta<T: serde::de::DeserializeOwned>(
-    t: &impl ReadableTable<(u64, &'static str), &'static [u8]>,
-    order: OrderId,
-    key: &str,
-) -> io::Result<Option<T>> {
-    match t.get((order, key)).map_err(io_err)? {
-        Some(v) => Ok(Some(codec::decode_stored(v.value())?)),
-        None => Ok(None),
-    }
-}
-
-/// Sets (`Some`) or removes (`None`) one row, accounting it in `stats`; whether the key
-/// existed. The old value comes from the write itself, so keeping stats costs no extra read.
-fn write_row(t: &mut ShardTable<'_>, stats: &mut ShardStats, key: &[u8], value: Option<&[u8]>) -> io::Result<bool> {
-    match value {
-        Some(v) => {
-            let old = t.insert(key, v).map_err(io_err)?;
-            stats.put(key, v, old.as_ref().map(|g| g.value()));
-            Ok(old.is_some())
-        }
-        None => {
-            let old = t.remove(key).map_err(io_err)?;
-            if let Some(old) = &old {
-                stats.remove(key, old.value());
-            }
-            Ok(old.is_some())
-        }
-    }
-}
 
 /// The stats of a whole table, by reading every row (for data dirs written before stats were
 /// kept).
@@ -349,63 +244,6 @@ fn table_stats(t: &impl ReadableTable<&'static [u8], &'static [u8]>) -> io::Resu
         stats.put(k.value(), v.value(), None);
     }
     Ok(stats)
-}
-
-/// A read-only shard table (`&[u8]` values) or dirty table (`u64` values).
-type ReadTable<V> = redb::ReadOnlyTable<&'static [u8], V>;
-
-/// The rows of a shard table after `lower`, in key order.
-fn base_rows(
-    t: &ReadTable<&'static [u8]>,
-    lower: Bound<&[u8]>,
-) -> io::Result<impl Iterator<Item = io::Result<MoveRow>> + use<>> {
-    let range = t.range::<&[u8]>((lower, Bound::Unbounded)).map_err(io_err)?;
-    Ok(range.map(|item| {
-        let (k, v) = item.map_err(io_err)?;
-        Ok(MoveRow { key: k.value().to_vec(), value: Some(ByteBuf::from(v.value().to_vec())) })
-    }))
-}
-
-/// The keys of a dirty table after `lower` last written after `after_index`, in key order,
-/// each with its value now (`None`: deleted since). A key written again after a pull shows in
-/// the next delta, since its index moved past the pull's.
-fn delta_rows<'t>(
-    dirty: &ReadTable<u64>,
-    rows: Option<&'t ReadTable<&'static [u8]>>,
-    lower: Bound<&[u8]>,
-    after_index: u64,
-) -> io::Result<impl Iterator<Item = io::Result<MoveRow>> + 't> {
-    let range = dirty.range::<&[u8]>((lower, Bound::Unbounded)).map_err(io_err)?;
-    Ok(range.filter_map(move |item| match item {
-        Err(e) => Some(Err(io_err(e))),
-        Ok((_, index)) if index.value() <= after_index => None,
-        Ok((key, _)) => Some(current_row(rows, key.value())),
-    }))
-}
-
-/// A key with its value in the shard table, if the table and the key exist.
-fn current_row(rows: Option<&ReadTable<&'static [u8]>>, key: &[u8]) -> io::Result<MoveRow> {
-    let value = match rows {
-        Some(t) => t.get(key).map_err(io_err)?.map(|v| ByteBuf::from(v.value().to_vec())),
-        None => None,
-    };
-    Ok(MoveRow { key: key.to_vec(), value })
-}
-
-/// Takes rows until their key and value bytes reach `limit_bytes` (at least one, so a row
-/// larger than the limit still moves), and says whether any row is left after them.
-fn take_rows(rows: impl Iterator<Item = io::Result<MoveRow>>, limit_bytes: usize) -> io::Result<(Vec<MoveRow>, bool)> {
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    for row in rows {
-        let row = row?;
-        if !out.is_empty() && bytes >= limit_bytes {
-            return Ok((out, true));
-        }
-        bytes += row.key.len() + row.value.as_ref().map_or(0, |v| v.len());
-        out.push(row);
-    }
-    Ok((out, false))
 }
 
 /// Inserts a snapshot's records into the order's (emptied) tables and returns the stats of its
@@ -446,53 +284,6 @@ fn install_records<R: io::Read>(
         }
     }
     Ok(stats)
-}
-
-/// What an order's log decided besides its rows, as kept in META: read at the start of an
-/// applied batch, an export or a snapshot build, and written back in the batch's transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct OrderState {
-    applied: Applied,
-    /// The stats of each shard that has rows. A shard without rows has no entry, whether its
-    /// table exists or not, so that a replica that applied the log and one that installed a
-    /// snapshot (which carries no empty tables) hold the same map.
-    stats: BTreeMap<u32, ShardStats>,
-    moves: MoveState,
-    /// The shard count the tables are cut by; `None` until the first reshard (the tables are
-    /// then cut by the count the requests name).
-    modulus: Option<u32>,
-}
-
-impl OrderState {
-    fn read(meta: &impl ReadableTable<(u64, &'static str), &'static [u8]>, order: OrderId) -> io::Result<Self> {
-        Ok(Self {
-            applied: read_meta(meta, order, APPLIED)?.unwrap_or_default(),
-            stats: read_meta(meta, order, STATS)?.unwrap_or_default(),
-            moves: read_meta(meta, order, MOVES)?.unwrap_or_default(),
-            modulus: read_meta(meta, order, LAYOUT)?,
-        })
-    }
-
-    /// Writes the applied state, and the stats and move state where they differ from
-    /// `before` (all of them if there is no `before`): most batches change neither.
-    fn write(
-        &self,
-        meta: &mut redb::Table<'_, (u64, &'static str), &'static [u8]>,
-        order: OrderId,
-        before: Option<&OrderState>,
-    ) -> io::Result<()> {
-        meta.insert((order, APPLIED), codec::encode_stored(&self.applied)?.as_slice()).map_err(io_err)?;
-        if before.is_none_or(|b| b.stats != self.stats) {
-            meta.insert((order, STATS), codec::encode_stored(&self.stats)?.as_slice()).map_err(io_err)?;
-        }
-        if before.is_none_or(|b| b.moves != self.moves) {
-            meta.insert((order, MOVES), codec::encode_stored(&self.moves)?.as_slice()).map_err(io_err)?;
-        }
-        if let Some(m) = self.modulus.filter(|_| before.is_none_or(|b| b.modulus != self.modulus)) {
-            meta.insert((order, LAYOUT), codec::encode_stored(&m)?.as_slice()).map_err(io_err)?;
-        }
-        Ok(())
-    }
 }
 
 /// The state machine of one order on this node.
@@ -610,30 +401,7 @@ impl KvStateMachine {
         after_key: Option<&[u8]>,
         limit_bytes: usize,
     ) -> Result<ExportChunk, ExportError> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let state = OrderState::read(&txn.open_table(META).map_err(io_err)?, self.order)?;
-        if state.moves.tracking.get(&shard) != Some(&move_id) {
-            return Err(ExportError::NotTracking { order: self.order, shard, move_id });
-        }
-        let rows = open_read(&txn, shard_table(&table_name(self.order, shard)))?;
-        let lower = after_key.map_or(Bound::Unbounded, Bound::Excluded);
-        let (rows, more) = match mode {
-            ExportMode::Base => match &rows {
-                Some(t) => take_rows(base_rows(t, lower)?, limit_bytes)?,
-                None => (Vec::new(), false),
-            },
-            ExportMode::Delta { after_index } => match open_read(&txn, dirty_table(&dirty_name(self.order, shard)))? {
-                Some(dirty) => take_rows(delta_rows(&dirty, rows.as_ref(), lower, after_index)?, limit_bytes)?,
-                None => (Vec::new(), false),
-            },
-        };
-        Ok(ExportChunk {
-            applied_index: state.applied.last_applied.map_or(0, |l| l.index),
-            rows,
-            more,
-            frozen: !state.applied.owned.contains(&shard),
-            stats: state.stats.get(&shard).copied().unwrap_or_default(),
-        })
+        export::chunk(&self.db, self.order, shard, move_id, mode, after_key, limit_bytes)
     }
 
     /// Which of this order's shard tables hold data.
@@ -903,7 +671,7 @@ impl KvStateMachine {
     /// Applies entries in one write transaction and answers each: `apply` without openraft's
     /// stream and responders, which is also how tests drive it.
     async fn apply_entries(&self, entries: Vec<EntryOf<OrderConfig>>) -> io::Result<Vec<KvResponse>> {
-        self.blocking(move |db, order| apply_batch(&db, order, &entries)).await
+        self.blocking(move |db, order| apply::apply_batch(&db, order, &entries)).await
     }
 
     async fn blocking<T: Send + 'static>(
@@ -988,319 +756,10 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
     }
 }
 
-/// Applies entries in one write transaction with `Durability::None` (see the module comment),
-/// writing back the order's state with them.
-fn apply_batch(db: &Database, order: OrderId, entries: &[EntryOf<OrderConfig>]) -> io::Result<Vec<KvResponse>> {
-    let mut txn = db.begin_write().map_err(io_err)?;
-    txn.set_durability(Durability::None).map_err(io::Error::other)?;
-    let before = OrderState::read(&txn.open_table(META).map_err(io_err)?, order)?;
-    let mut batch = Batch { txn: &txn, order, state: before.clone() };
-    let out = entries.iter().map(|e| batch.entry(e)).collect::<io::Result<Vec<_>>>()?;
-    let state = batch.state;
-    state.write(&mut txn.open_table(META).map_err(io_err)?, order, Some(&before))?;
-    txn.commit().map_err(io_err)?;
-    Ok(out)
-}
-
-/// The answer to a move command: `applied` false means it changed nothing.
-fn move_response(applied: bool) -> KvResponse {
-    KvResponse { refused: !applied, ..Default::default() }
-}
-
-/// One batch of entries being applied: their write transaction and the order's state as the
-/// entries so far left it. Every decision reads only this state and the entry, so every
-/// replica decides alike.
-struct Batch<'t> {
-    txn: &'t redb::WriteTransaction,
-    order: OrderId,
-    state: OrderState,
-}
-
-impl<'t> Batch<'t> {
-    fn entry(&mut self, entry: &EntryOf<OrderConfig>) -> io::Result<KvResponse> {
-        self.state.applied.last_applied = Some(entry.log_id);
-        match &entry.payload {
-            EntryPayload::Blank => Ok(KvResponse::default()),
-            EntryPayload::Normal(cmd) => self.command(entry.log_id.index, cmd),
-            EntryPayload::Membership(m) => {
-                self.state.applied.last_membership =
-                    StoredMembershipOf::<OrderConfig>::new(Some(entry.log_id), m.clone());
-                Ok(KvResponse::default())
-            }
-        }
-    }
-
-    fn command(&mut self, index: u64, cmd: &KvCommand) -> io::Result<KvResponse> {
-        let applied = match cmd {
-            KvCommand::Put { shard, key, value } => return self.write(index, *shard, key, Some(value)),
-            KvCommand::Delete { shard, key } => return self.write(index, *shard, key, None),
-            KvCommand::Acquire { shards, epoch } => {
-                self.acquire(shards, *epoch);
-                true
-            }
-            KvCommand::Release { shards, epoch } => {
-                self.release(shards, *epoch);
-                true
-            }
-            KvCommand::Track { shard, move_id } => self.track(*shard, *move_id)?,
-            KvCommand::Untrack { shard, move_id } => self.untrack(*shard, *move_id)?,
-            KvCommand::Prepare { shard, move_id } => self.prepare(*shard, *move_id)?,
-            KvCommand::Ingest { shard, move_id, rows, cursor } => self.ingest(*shard, *move_id, rows, cursor)?,
-            KvCommand::Seal { shard, move_id, digest } => self.seal(*shard, *move_id, digest),
-            KvCommand::Drop { shard, move_id } => self.drop_shard(*shard, *move_id)?,
-            KvCommand::Reshard { from, to } => self.reshard(*from, *to)?,
-        };
-        Ok(move_response(applied))
-    }
-
-    fn owns(&self, shard: u32) -> bool {
-        self.state.applied.owned.contains(&shard)
-    }
-
-    /// A client's Put (`Some`) or Delete (`None`), refused unless the order serves the shard;
-    /// on a tracked shard the key also goes into the dirty table with this entry's index.
-    fn write(&mut self, index: u64, hint: u32, key: &[u8], value: Option<&[u8]>) -> io::Result<KvResponse> {
-        let shard = layout::key_shard(key, hint, self.state.modulus);
-        if !self.owns(shard) {
-            return Ok(KvResponse { wrong_shard: true, ..Default::default() });
-        }
-        let existed = self.write_rows(shard, [(key, value)])? == 1;
-        if self.state.moves.tracking.contains_key(&shard) {
-            self.txn
-                .open_table(dirty_table(&dirty_name(self.order, shard)))
-                .map_err(io_err)?
-                .insert(key, index)
-                .map_err(io_err)?;
-        }
-        Ok(KvResponse { existed, ..Default::default() })
-    }
-
-    /// Writes rows into a shard table, keeping its stats; how many of the keys existed.
-    fn write_rows<'r>(
-        &mut self,
-        shard: u32,
-        rows: impl IntoIterator<Item = (&'r [u8], Option<&'r [u8]>)>,
-    ) -> io::Result<usize> {
-        let txn = self.txn;
-        let mut t = txn.open_table(shard_table(&table_name(self.order, shard))).map_err(io_err)?;
-        let stats = self.state.stats.entry(shard).or_default();
-        let mut existed = 0;
-        for (key, value) in rows {
-            existed += usize::from(write_row(&mut t, stats, key, value)?);
-        }
-        if *stats == ShardStats::default() {
-            self.state.stats.remove(&shard);
-        }
-        Ok(existed)
-    }
-
-    /// Deletes a shard's table and its stats.
-    fn delete_rows(&mut self, shard: u32) -> io::Result<()> {
-        self.txn.delete_table(shard_table(&table_name(self.order, shard))).map_err(io_err)?;
-        self.state.stats.remove(&shard);
-        Ok(())
-    }
-
-    /// Starts serving the shards, except one released at this epoch or later (the acquire
-    /// was decided before that handover) and one still being received but not sealed (its
-    /// rows are not known to be complete).
-    fn acquire(&mut self, shards: &[u32], epoch: u64) {
-        for s in shards {
-            if self.state.moves.incoming.get(s).is_some_and(|i| !i.sealed) {
-                tracing::warn!(order = self.order, shard = s, epoch, "not acquiring a shard whose move is not sealed");
-                continue;
-            }
-            if self.state.applied.released_at.get(s).is_none_or(|r| epoch > *r) {
-                self.state.applied.owned.insert(*s);
-                self.state.moves.incoming.remove(s);
-            }
-        }
-    }
-
-    /// Stops serving the shards. Tracking and dirty tables stay: the destination pulls the
-    /// final delta from the frozen rows.
-    fn release(&mut self, shards: &[u32], epoch: u64) {
-        for s in shards {
-            self.state.applied.owned.remove(s);
-            self.state.applied.released_at.insert(*s, epoch);
-        }
-    }
-
-    /// Source: records writes to an owned shard from here on. Tracking it for another move
-    /// starts a fresh dirty table, since that move's destination pulls from its own base.
-    fn track(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
-        if !self.owns(shard) {
-            return Ok(false);
-        }
-        if self.state.moves.tracking.get(&shard) == Some(&move_id) {
-            return Ok(true);
-        }
-        let name = dirty_name(self.order, shard);
-        self.txn.delete_table(dirty_table(&name)).map_err(io_err)?;
-        self.txn.open_table(dirty_table(&name)).map_err(io_err)?;
-        self.state.moves.tracking.insert(shard, move_id);
-        Ok(true)
-    }
-
-    /// Source of a cancelled move: stops recording and drops the dirty table.
-    fn untrack(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
-        if self.state.moves.tracking.get(&shard) != Some(&move_id) {
-            return Ok(false);
-        }
-        self.state.moves.tracking.remove(&shard);
-        self.txn.delete_table(dirty_table(&dirty_name(self.order, shard))).map_err(io_err)?;
-        Ok(true)
-    }
-
-    /// Destination: opens the incoming slot, emptying the table of whatever an earlier
-    /// attempt left. The same move again keeps its progress (a new herald proposing again).
-    fn prepare(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
-        if self.owns(shard) {
-            return Ok(false);
-        }
-        match self.state.moves.incoming.get(&shard) {
-            Some(i) if i.move_id == move_id => return Ok(true),
-            // A late command of an earlier move (a deposed bondsmith's) must not wipe a later
-            // move's copy.
-            Some(i) if i.move_id > move_id => return Ok(false),
-            _ => {}
-        }
-        self.delete_rows(shard)?;
-        let incoming = Incoming { move_id, cursor: MoveCursor::default(), sealed: false };
-        self.state.moves.incoming.insert(shard, incoming);
-        Ok(true)
-    }
-
-    /// Destination: writes pulled rows and the pull's progress. Rows are whole values keyed
-    /// like the source's, so ingesting a chunk again changes nothing.
-    fn ingest(&mut self, shard: u32, move_id: u64, rows: &[MoveRow], cursor: &MoveCursor) -> io::Result<bool> {
-        let receiving = self.state.moves.incoming.get(&shard).is_some_and(|i| i.move_id == move_id && !i.sealed);
-        if !receiving || self.owns(shard) {
-            return Ok(false);
-        }
-        self.write_rows(shard, rows.iter().map(|r| (r.key.as_slice(), r.value.as_ref().map(|v| v.as_slice()))))?;
-        if let Some(i) = self.state.moves.incoming.get_mut(&shard) {
-            i.cursor = cursor.clone();
-        }
-        Ok(true)
-    }
-
-    /// Destination: marks the rows complete if their stats equal the frozen source's digest.
-    fn seal(&mut self, shard: u32, move_id: u64, digest: &ShardStats) -> bool {
-        let have = self.state.stats.get(&shard).copied().unwrap_or_default();
-        let Some(incoming) = self.state.moves.incoming.get_mut(&shard).filter(|i| i.move_id == move_id) else {
-            return false;
-        };
-        if have != *digest {
-            tracing::warn!(order = self.order, shard, move_id, ?have, source = ?digest, "rows do not match the source's digest: not sealed");
-            return false;
-        }
-        incoming.sealed = true;
-        true
-    }
-
-    /// Cuts the order's tables by `to` instead of `from`. Refused while a move runs here (its
-    /// cursors name keys of one table) or if the order is cut by another count; applying it
-    /// again changes nothing.
-    fn reshard(&mut self, from: u32, to: u32) -> io::Result<bool> {
-        let current = self.state.modulus.unwrap_or(from);
-        if current == to && self.state.modulus.is_some() {
-            return Ok(true);
-        }
-        let moving = !self.state.moves.tracking.is_empty() || !self.state.moves.incoming.is_empty();
-        if current != from || moving || from == 0 || to == 0 {
-            return Ok(false);
-        }
-        if to == from * 2 {
-            self.fracture(from)?;
-        } else if from == to * 2 {
-            self.consolidate(to)?;
-        } else {
-            return Ok(false);
-        }
-        self.state.modulus = Some(to);
-        tracing::info!(order = self.order, from, to, "tables cut by the new shard count");
-        Ok(true)
-    }
-
-    /// Copies the rows of table `from` whose key passes `pick` into table `to`, keeping its
-    /// stats; returns the keys copied.
-    fn copy_rows(&mut self, from: u32, to: u32, pick: impl Fn(&[u8]) -> bool) -> io::Result<Vec<Vec<u8>>> {
-        let txn = self.txn;
-        let src = txn.open_table(shard_table(&table_name(self.order, from))).map_err(io_err)?;
-        let mut dst = txn.open_table(shard_table(&table_name(self.order, to))).map_err(io_err)?;
-        let stats = self.state.stats.entry(to).or_default();
-        let mut copied = Vec::new();
-        for item in src.iter().map_err(io_err)? {
-            let (k, v) = item.map_err(io_err)?;
-            if pick(k.value()) {
-                write_row(&mut dst, stats, k.value(), Some(v.value()))?;
-                copied.push(k.value().to_vec());
-            }
-        }
-        if *stats == ShardStats::default() {
-            self.state.stats.remove(&to);
-        }
-        Ok(copied)
-    }
-
-    /// Splits each table `s` (of `from`) into `s` and `s + from`: the rows whose key hashes
-    /// to the second child are copied to its table as the parent is read, then deleted from
-    /// the parent (only their keys are held in memory); ownership and release epochs pass to
-    /// both children.
-    fn fracture(&mut self, from: u32) -> io::Result<()> {
-        let to = from * 2;
-        let tables = numbered_tables(self.txn.list_tables().map_err(io_err)?, &shard_prefix(self.order));
-        for (shard, _) in tables.into_iter().filter(|(s, _)| *s < from) {
-            let moved = self.copy_rows(shard, shard + from, |k| radiant_proto::shard_of(k, to) != shard)?;
-            self.write_rows(shard, moved.iter().map(|k| (k.as_slice(), None)))?;
-        }
-        let a = &mut self.state.applied;
-        a.owned = a.owned.iter().flat_map(|s| [*s, *s + from]).collect();
-        a.released_at = a.released_at.iter().flat_map(|(s, e)| [(*s, *e), (*s + from, *e)]).collect();
-        Ok(())
-    }
-
-    /// Merges each table `c + to` into its sibling `c` (the map put both on this order).
-    fn consolidate(&mut self, to: u32) -> io::Result<()> {
-        let tables = numbered_tables(self.txn.list_tables().map_err(io_err)?, &shard_prefix(self.order));
-        for (shard, _) in tables.into_iter().filter(|(s, _)| *s >= to) {
-            self.copy_rows(shard, shard % to, |_| true)?;
-            self.delete_rows(shard)?;
-        }
-        let a = &mut self.state.applied;
-        a.owned = a.owned.iter().map(|s| s % to).collect();
-        let mut released: BTreeMap<u32, u64> = BTreeMap::new();
-        for (s, e) in &a.released_at {
-            let r = released.entry(s % to).or_default();
-            *r = (*r).max(*e);
-        }
-        a.released_at = released;
-        Ok(())
-    }
-
-    /// Either side, on a shard the order does not serve: deletes its rows, dirty table, stats
-    /// and move state. Refused for another move's shard; a shard no move knows holds leftover
-    /// rows, which any move may clear.
-    fn drop_shard(&mut self, shard: u32, move_id: u64) -> io::Result<bool> {
-        let moves = &self.state.moves;
-        let tracked = moves.tracking.get(&shard).copied();
-        let incoming = moves.incoming.get(&shard).map(|i| i.move_id);
-        let ours = tracked == Some(move_id) || incoming == Some(move_id) || (tracked.is_none() && incoming.is_none());
-        if self.owns(shard) || !ours {
-            return Ok(false);
-        }
-        self.delete_rows(shard)?;
-        self.txn.delete_table(dirty_table(&dirty_name(self.order, shard))).map_err(io_err)?;
-        self.state.moves.tracking.remove(&shard);
-        self.state.moves.incoming.remove(&shard);
-        Ok(true)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use openraft::entry::RaftEntry;
+    use serde_bytes::ByteBuf;
 
     use super::*;
 
