@@ -344,7 +344,7 @@ impl KvStateMachine {
         Self::delete_tables(&txn, order)?;
         {
             let mut meta = txn.open_table(META).map_err(io_err)?;
-            for key in [APPLIED, LEGACY_SNAPSHOT, SNAPSHOT_FILE, STATS, MOVES] {
+            for key in [APPLIED, LEGACY_SNAPSHOT, SNAPSHOT_FILE, STATS, MOVES, LAYOUT] {
                 meta.remove((order, key)).map_err(io_err)?;
             }
         }
@@ -1414,5 +1414,8 @@ mod tests {
         // A tracked shard blocks a reshard.
         sm.one(KvCommand::Track { shard: 2, move_id: 9 }).await;
         assert_eq!(sm.one(KvCommand::Reshard { from: 4, to: 8 }).await, REFUSED);
+        // A retired replica leaves no cut count behind for a later replica of the order.
+        KvStateMachine::purge(&sm.sm.db, dir.path(), 1).unwrap();
+        assert_eq!(sm.sm.modulus().unwrap(), None);
     }
 }
