@@ -23,51 +23,79 @@ fn copying(c: &Cluster, via: usize) -> Option<(u64, u64, u64)> {
         .map(|m| (m["shard"].as_u64().unwrap_or(0), m["from"].as_u64().unwrap_or(0), m["to"].as_u64().unwrap_or(0)))
 }
 
-#[test]
-fn moves_finish_when_the_destination_herald_the_source_herald_and_the_bondsmith_die_mid_copy() {
-    radiant_tests::init_logging();
-    // A station of three that serves no shards; two orders of three.
-    let mut c = Cluster::start(9);
-    c.ctl_ok(&["bootstrap", "--station", &c.addrs(&[0, 1, 2]).join(","), "--shards", "8"]);
+/// A value of 256 KiB that names its key's number.
+fn value(i: usize) -> Vec<u8> {
+    format!("{i:08}").into_bytes().repeat(256 * 1024 / 8)
+}
+
+/// A station of three that serves no shards (nodes 0-2), order 1 (nodes 3-5) serving
+/// `shards` shards that hold `keys` values of 256 KiB, then order 2 (nodes 6-8) with a herald;
+/// `auto_rebalance` off, one move at a time at `move_rate_mib` 1.
+fn two_orders(shards: u32, keys: usize) -> (Cluster, tokio::runtime::Runtime) {
+    let c = Cluster::start(9);
+    c.ctl_ok(&["bootstrap", "--station", &c.addrs(&[0, 1, 2]).join(","), "--shards", &shards.to_string()]);
     c.ctl_ok(&["set", "auto_rebalance", "false"]);
+    c.ctl_ok(&["set", "move_concurrency", "1"]);
+    // About a second of copying per move, so that the kills land while moves run.
+    c.ctl_ok(&["set", "move_rate_mib", "1"]);
     c.join(&[0, 1, 2], &[3, 4, 5]);
-    c.wait_status(0, "order 1 serving every shard", |s| s["orders"][0]["shards"] == 8);
+    c.wait_status(0, "order 1 serving every shard", |s| s["orders"][0]["shards"] == shards);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let client = c.client();
-    tracing::info!("--- 16 MiB in 8 shards");
-    let value = |i: usize| format!("{i:08}").into_bytes().repeat(256 * 1024 / 8);
+    tracing::info!("--- {keys} values of 256 KiB in {shards} shards");
     rt.block_on(async {
-        for i in 0..64 {
+        for i in 0..keys {
             client.put(format!("pre-{i}").as_bytes(), &value(i)).await.unwrap();
         }
     });
     c.join(&[0, 1, 2], &[6, 7, 8]);
     c.wait_status(0, "order 2 with a herald", |s| status::herald(s, 2).is_some());
+    (c, rt)
+}
 
+/// Kills `role` (of the move from `from` to `to`) and restarts it; waits until every node is
+/// up again, reading the status through node `via`.
+fn kill_and_restart(c: &mut Cluster, role: &str, from: u64, to: u64, via: usize, what: &str) {
+    let s = c.status_via(via).expect("status");
+    let victim = match role {
+        "destination herald" => status::herald(&s, to),
+        "source herald" => status::herald(&s, from),
+        _ => status::bondsmith(&s),
+    }
+    .expect("someone to kill");
+    tracing::info!("--- kill -9 the {role} {victim} {what}; restart it");
+    let i = c.index_of(&victim);
+    c.nodes[i].kill9();
+    c.nodes[i].start();
+    let via = if i == via { (via + 1) % c.nodes.len() } else { via };
+    c.wait_status(via, "every node up again", |s| {
+        s["nodes"].as_array().is_some_and(|n| n.iter().all(|n| n["state"] != "down"))
+    });
+}
+
+/// Every value written by [`two_orders`] reads back.
+fn check_values(c: &Cluster, rt: &tokio::runtime::Runtime, keys: usize) {
+    let client = c.client();
+    rt.block_on(async {
+        for i in 0..keys {
+            let got = client.get(format!("pre-{i}").as_bytes(), false).await.unwrap();
+            assert!(got.as_deref() == Some(value(i).as_slice()), "pre-{i} after the moves");
+        }
+    });
+}
+
+#[test]
+fn moves_finish_when_the_destination_herald_the_source_herald_and_the_bondsmith_die_mid_copy() {
+    radiant_tests::init_logging();
+    let (mut c, rt) = two_orders(8, 64);
     let everyone: Vec<usize> = (0..9).collect();
     let load = Workload::start(c.addrs(&everyone), workload::seed(0x5eed_7008), 4, 20);
     wait_until(DEADLINE, "some history before the moves", || (load.completed() >= 50).then_some(()));
-    c.ctl_ok(&["set", "move_rate_mib", "1"]);
-    c.ctl_ok(&["set", "move_concurrency", "1"]);
     c.ctl_ok(&["rebalance", "--no-wait"]);
 
     for role in ["destination herald", "source herald", "bondsmith"] {
         let (shard, from, to) = wait_until(DEADLINE, "a shard being copied", || copying(&c, 0));
-        let s = c.status_via(0).expect("status");
-        let victim = match role {
-            "destination herald" => status::herald(&s, to),
-            "source herald" => status::herald(&s, from),
-            _ => status::bondsmith(&s),
-        }
-        .expect("someone to kill");
-        tracing::info!("--- kill -9 the {role} {victim} while shard {shard} is copied; restart it");
-        let i = c.index_of(&victim);
-        c.nodes[i].kill9();
-        c.nodes[i].start();
-        let alive = if i == 0 { 1 } else { 0 };
-        c.wait_status(alive, "every node up again", |s| {
-            s["nodes"].as_array().is_some_and(|n| n.iter().all(|n| n["state"] != "down"))
-        });
+        kill_and_restart(&mut c, role, from, to, 0, &format!("while shard {shard} is copied"));
     }
 
     tracing::info!("--- unthrottled: the moves finish");
@@ -78,12 +106,7 @@ fn moves_finish_when_the_destination_herald_the_source_herald_and_the_bondsmith_
     });
     let completed = load.finish(c.addrs(&everyone), 150, || c.logs());
     tracing::info!(completed, "--- history linearizable");
-    rt.block_on(async {
-        for i in 0..64 {
-            let got = client.get(format!("pre-{i}").as_bytes(), false).await.unwrap();
-            assert!(got.as_deref() == Some(value(i).as_slice()), "pre-{i} after the moves");
-        }
-    });
+    check_values(&c, &rt, 64);
     let events = c.ctl_ok(&["events", "--limit", "0"]);
     let kinds: Vec<&str> = events.as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "finish_move").count(), 4, "{kinds:?}");
@@ -114,24 +137,7 @@ fn wait_for_phase(rt: &tokio::runtime::Runtime, addrs: &[String], phase: &str) -
 #[test]
 fn moves_finish_when_each_party_dies_with_a_shard_frozen_or_just_switched() {
     radiant_tests::init_logging();
-    let mut c = Cluster::start(9);
-    c.ctl_ok(&["bootstrap", "--station", &c.addrs(&[0, 1, 2]).join(","), "--shards", "32"]);
-    c.ctl_ok(&["set", "auto_rebalance", "false"]);
-    c.ctl_ok(&["set", "move_concurrency", "1"]);
-    // About a second of copying per move, so that moves are left for every kill.
-    c.ctl_ok(&["set", "move_rate_mib", "1"]);
-    c.join(&[0, 1, 2], &[3, 4, 5]);
-    c.wait_status(0, "order 1 serving every shard", |s| s["orders"][0]["shards"] == 32);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let client = c.client();
-    let value = |i: usize| format!("{i:08}").into_bytes().repeat(256 * 1024 / 8);
-    rt.block_on(async {
-        for i in 0..128 {
-            client.put(format!("pre-{i}").as_bytes(), &value(i)).await.unwrap();
-        }
-    });
-    c.join(&[0, 1, 2], &[6, 7, 8]);
-    c.wait_status(0, "order 2 with a herald", |s| status::herald(s, 2).is_some());
+    let (mut c, rt) = two_orders(32, 128);
     let everyone: Vec<usize> = (0..9).collect();
     let load = Workload::start(c.addrs(&everyone), workload::seed(0x5eed_7009), 4, 20);
     wait_until(DEADLINE, "some history before the moves", || (load.completed() >= 50).then_some(()));
@@ -147,20 +153,7 @@ fn moves_finish_when_each_party_dies_with_a_shard_frozen_or_just_switched() {
         ("switched", "bondsmith"),
     ] {
         let (shard, from, to) = wait_for_phase(&rt, &station, phase);
-        let s = c.status_via(3).expect("status");
-        let victim = match role {
-            "destination herald" => status::herald(&s, to),
-            "source herald" => status::herald(&s, from),
-            _ => status::bondsmith(&s),
-        }
-        .expect("someone to kill");
-        tracing::info!("--- kill -9 the {role} {victim} with shard {shard} {phase}; restart it");
-        let i = c.index_of(&victim);
-        c.nodes[i].kill9();
-        c.nodes[i].start();
-        c.wait_status(3, "every node up again", |s| {
-            s["nodes"].as_array().is_some_and(|n| n.iter().all(|n| n["state"] != "down"))
-        });
+        kill_and_restart(&mut c, role, from, to, 3, &format!("with shard {shard} {phase}"));
     }
     c.ctl_ok(&["set", "move_rate_mib", "0"]);
     c.wait_status(3, "16 shards each, no move under way", |s| {
@@ -169,10 +162,5 @@ fn moves_finish_when_each_party_dies_with_a_shard_frozen_or_just_switched() {
     });
     let completed = load.finish(c.addrs(&everyone), 150, || c.logs());
     tracing::info!(completed, "--- history linearizable");
-    rt.block_on(async {
-        for i in 0..128 {
-            let got = client.get(format!("pre-{i}").as_bytes(), false).await.unwrap();
-            assert!(got.as_deref() == Some(value(i).as_slice()), "pre-{i} after the moves");
-        }
-    });
+    check_values(&c, &rt, 128);
 }
