@@ -13,8 +13,9 @@
 //!
 //!   cargo build --release --workspace && target/release/bench-moves 5
 //!
-//! `bench-moves throughput MIB RUNS`: two shards of MIB MiB on one order, a second order joins,
-//! and one shard moves with nothing else running: the copy's MiB/s (start -> freeze).
+//! `bench-moves throughput MIB RUNS [VALUE_KIB]`: two shards of MIB MiB of VALUE_KIB values
+//! (default 1024) on one order, a second order joins, and one shard moves with nothing else
+//! running: the copy's MiB/s (start -> freeze).
 //!
 //! `BENCH_DEBUG=1` also prints the journal and every put slower than 200 ms to stderr.
 
@@ -249,7 +250,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One shard of `mib` MiB moved with nothing else running: the copy's throughput.
-fn throughput_once(mib: usize) -> Value {
+fn throughput_once(mib: usize, value_kib: usize) -> Value {
     let c = Cluster::start(7);
     c.ctl_ok(&["bootstrap", "--station", &c.nodes[0].addr, "--shards", "2"]);
     c.ctl_ok(&["set", "auto_rebalance", "false"]);
@@ -259,22 +260,33 @@ fn throughput_once(mib: usize) -> Value {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let opts = Options { op_timeout: Duration::from_secs(30), rpc_timeout: Duration::from_secs(10) };
     let client = radiant_client::Client::new(c.addrs(&[0, 1, 2, 3]), opts);
-    let value = vec![7u8; 1 << 20];
+    let value = vec![7u8; value_kib << 10];
+    let per_shard_values = (mib << 10) / value_kib.max(1);
     rt.block_on(async {
         let mut tasks = Vec::new();
         let mut i = 0u64;
         let mut per_shard = [0usize; 2];
-        while per_shard.iter().any(|n| *n < mib) {
+        while per_shard.iter().any(|n| *n < per_shard_values) {
             let k = format!("big-{i}");
             i += 1;
             let s = radiant_proto::shard_of(k.as_bytes(), 2) as usize;
-            if per_shard[s] >= mib {
+            if per_shard[s] >= per_shard_values {
                 continue;
             }
             per_shard[s] += 1;
             let (client, value) = (client.clone(), value.clone());
-            tasks.push(tokio::spawn(async move { client.put(k.as_bytes(), &value).await.expect("load") }));
-            if tasks.len() >= 8 {
+            // The same value again is harmless, so a write whose outcome is unknown (the
+            // herald changed under the load) is simply written again.
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..10 {
+                    match client.put(k.as_bytes(), &value).await {
+                        Err(radiant_client::ClientError::Unknown(_)) => continue,
+                        r => return r.expect("load"),
+                    }
+                }
+                panic!("load: {k}: outcome unknown ten times");
+            }));
+            if tasks.len() >= ((8 << 10) / value_kib.max(1)).clamp(8, 32) {
                 for t in tasks.drain(..) {
                     t.await.expect("loader");
                 }
@@ -330,13 +342,17 @@ fn main() {
         args.next();
         let mib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
         let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(3);
+        let value_kib: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1024);
         let mut rates = Vec::new();
         for _ in 0..runs {
-            let r = throughput_once(mib);
+            let r = throughput_once(mib, value_kib);
             println!("{r}");
             rates.push(r["copy_mib_per_s"].as_f64().unwrap_or(0.0));
         }
-        println!("{}", json!({"summary": {"runs": runs, "mib": mib, "copy_mib_per_s_median": median(rates)}}));
+        println!(
+            "{}",
+            json!({"summary": {"runs": runs, "mib": mib, "value_kib": value_kib, "copy_mib_per_s_median": median(rates)}})
+        );
         return;
     }
     let runs: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);

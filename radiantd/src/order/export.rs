@@ -102,17 +102,21 @@ fn current_row(rows: Option<&ReadTable<&'static [u8]>>, key: &[u8]) -> io::Resul
     Ok(MoveRow { key: key.to_vec(), value })
 }
 
-/// Takes rows until their key and value bytes reach `limit_bytes` (at least one, so a row
-/// larger than the limit still moves), and says whether any row is left after them.
+/// Takes rows while their key and value bytes stay within `limit_bytes` (at least one, so a
+/// row larger than the limit still moves), and says whether any row is left after them.
+/// Never passing the limit matters: the destination stores each chunk as one log entry, and
+/// redb gives an entry a page of the next power of two, so a chunk one row past 1 MiB would
+/// cost a 2 MiB page on every destination replica.
 fn take_rows(rows: impl Iterator<Item = io::Result<MoveRow>>, limit_bytes: usize) -> io::Result<(Vec<MoveRow>, bool)> {
     let mut out = Vec::new();
     let mut bytes = 0;
     for row in rows {
         let row = row?;
-        if !out.is_empty() && bytes >= limit_bytes {
+        let size = row.key.len() + row.value.as_ref().map_or(0, |v| v.len());
+        if !out.is_empty() && bytes + size > limit_bytes {
             return Ok((out, true));
         }
-        bytes += row.key.len() + row.value.as_ref().map_or(0, |v| v.len());
+        bytes += size;
         out.push(row);
     }
     Ok((out, false))

@@ -32,8 +32,11 @@ use super::state_machine::OrderConfig;
 use crate::host::Host;
 use crate::identity::OrderId;
 
-/// Bytes a pull asks for per chunk: one Raft entry of the destination each.
-pub const CHUNK_BYTES: u32 = 1024 * 1024;
+/// Bytes a pull asks for per chunk: one Raft entry of the destination each. redb stores an
+/// entry in a page of the next power of two, so the budget leaves room under 1 MiB for the
+/// entry's cursor (a key), its framing and the page header: a chunk of exactly 1 MiB of rows
+/// would take a 2 MiB page in every destination replica's log.
+pub const CHUNK_BYTES: u32 = 1024 * 1024 - 16 * 1024;
 
 /// A delta pass at most this large counts as converged: the final pass after the freeze
 /// will be about as small, so the unavailable window stays short.

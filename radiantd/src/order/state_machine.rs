@@ -391,7 +391,7 @@ impl KvStateMachine {
 
     /// One chunk of `shard` for the destination of move `move_id`, read in one read
     /// transaction: rows after `after_key` (base: the table; delta: keys written after the
-    /// index), about `limit_bytes` of them but at least one. Refused unless this replica's
+    /// index), at most `limit_bytes` of them but at least one. Refused unless this replica's
     /// applied log tracks the shard for that move.
     pub fn export(
         &self,
@@ -1048,8 +1048,9 @@ mod tests {
         assert!(matches!(src.sm.export(3, 6, ExportMode::Base, None, 100), Err(ExportError::NotTracking { .. })));
         assert_eq!(src.sm.move_state().unwrap().tracking, [(3, 5)].into());
 
-        tracing::info!("--- the base, 6-byte rows in chunks of at least 20 bytes");
-        let base = src.export_pass(3, 5, ExportMode::Base, 20);
+        tracing::info!("--- the base, 6-byte rows in chunks of at most 24 bytes");
+        let base = src.export_pass(3, 5, ExportMode::Base, 24);
+        assert_eq!(src.export_pass(3, 5, ExportMode::Base, 23)[0].rows.len(), 3, "a chunk never passes its limit");
         assert_eq!(base.iter().map(|c| c.rows.len()).collect::<Vec<_>>(), [4, 4, 4, 4, 4]);
         let expected: Vec<MoveRow> = (0..20).map(|i| row(&format!("k{i:02}"), Some(&format!("v{i:02}")))).collect();
         assert_eq!(rows_of(&base), expected);

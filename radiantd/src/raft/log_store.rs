@@ -23,6 +23,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
 use redb::Database;
+use redb::Durability;
 use redb::ReadableDatabase;
 use redb::TableDefinition;
 
@@ -97,10 +98,19 @@ impl<C: RaftTypeConfig> LogStore<C> {
     where
         F: FnOnce(&redb::WriteTransaction, GroupId) -> Result<(), redb::Error> + Send + 'static,
     {
+        self.write_with(Durability::Immediate, f).await
+    }
+
+    /// Runs a write transaction of the given durability off the async runtime.
+    async fn write_with<F>(&self, durability: Durability, f: F) -> io::Result<()>
+    where
+        F: FnOnce(&redb::WriteTransaction, GroupId) -> Result<(), redb::Error> + Send + 'static,
+    {
         let db = self.db.clone();
         let group = self.group;
         tokio::task::spawn_blocking(move || {
-            let txn = db.begin_write().map_err(io_err)?;
+            let mut txn = db.begin_write().map_err(io_err)?;
+            txn.set_durability(durability).map_err(io::Error::other)?;
             f(&txn, group).map_err(io_err)?;
             txn.commit().map_err(io_err)
         })
@@ -108,9 +118,9 @@ impl<C: RaftTypeConfig> LogStore<C> {
         .map_err(io::Error::other)?
     }
 
-    async fn put_meta<T: serde::Serialize>(&self, key: &'static str, value: &T) -> io::Result<()> {
+    async fn put_meta<T: serde::Serialize>(&self, key: &'static str, value: &T, durability: Durability) -> io::Result<()> {
         let bytes = codec::encode_stored(value)?;
-        self.write(move |txn, group| {
+        self.write_with(durability, move |txn, group| {
             txn.open_table(META)?.insert((group, key), bytes.as_slice())?;
             Ok(())
         })
@@ -183,11 +193,18 @@ where
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        self.put_meta(VOTE, vote).await
+        self.put_meta(VOTE, vote, Durability::Immediate).await
     }
 
+    /// Saved without an fsync of its own: the record becomes durable with the next log append
+    /// or vote (redb commits in order), and a crash that loses the newest one only makes the
+    /// restarted replica re-apply less at start and wait for the cluster's commit for the rest,
+    /// as openraft does when nothing is saved. Linearizable reads never depend on it: they wait
+    /// for the herald's read index, which a new term's leader reaches only through its own
+    /// commit. An fsync here would cost every replica one more disk flush per commit round, on
+    /// the path of every write.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        self.put_meta(COMMITTED, &committed).await
+        self.put_meta(COMMITTED, &committed, Durability::None).await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
