@@ -286,7 +286,7 @@ async fn run(cli: Cli) -> Result<(), CtlError> {
             let wait = (!no_wait).then_some(wait.max(Duration::from_secs(3600)));
             cmd::rebalance::reshard(&endpoint, cli.output, double, wait).await?
         }
-        Command::Set { name, value } => cmd::settings::set(&endpoint, cli.output, &name, &value).await?,
+        Command::Set { name, value } => cmd::settings::set(&endpoint, cli.output, wait, &name, &value).await?,
         Command::Events { limit, explain, node, order, shard } => {
             let explain = explain.then_some(cmd::show::Explain { node, order, shard });
             cmd::show::events(&endpoint, cli.output, limit, explain).await?
