@@ -8,12 +8,14 @@
 pub mod api;
 pub mod config;
 pub mod coordinator;
+pub mod failpoints;
 pub mod host;
 pub mod identity;
 pub mod node;
 pub mod order;
 pub mod persist;
 pub mod phone_home;
+pub mod planted;
 pub mod raft;
 pub mod server;
 

@@ -108,6 +108,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    crate::failpoints::crash_on_failpoint_panic();
     let ident = identity::load_or_create(&config.data_dir, &config.advertise)?;
     let db_path = config.data_dir.join(DB_FILE);
     let db = match redb::Database::create(&db_path) {
@@ -135,6 +136,7 @@ pub async fn run(
         .add_service(StationServer::new(StationApi::new(node.clone())))
         .add_service(HeraldServer::new(HeraldApi::new(node.clone())))
         .add_service(RaftTransportServer::new(RaftApi::new(node.clone())).max_decoding_message_size(256 * 1024 * 1024))
+        .add_optional_service(crate::api::chaos_api::service())
         .add_service(
             KvServer::new(KvApi::new(node.clone()))
                 .max_decoding_message_size(8 * 1024 * 1024)

@@ -5,7 +5,8 @@
 //! for ports. Waits are conditions with deadlines ([`wait_until`]), never bare sleeps.
 #![deny(missing_docs)]
 
-pub mod linearizability;
+pub mod chaos;
+pub mod netns;
 pub mod workload;
 
 use std::path::Path;
@@ -85,7 +86,20 @@ pub struct Node {
     pub addr: String,
     /// Its directory (config, data dir, log).
     pub dir: PathBuf,
+    /// The network namespace it runs in, in a [`netns::Lab`].
+    pub netns: Option<String>,
+    /// The radiantd binary and extra environment it starts with.
+    pub launch: Launch,
     child: Option<Child>,
+}
+
+/// Which radiantd a node runs, and with what extra environment.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// The binary; the built `radiantd` if `None`.
+    pub radiantd: Option<PathBuf>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -102,7 +116,19 @@ impl Node {
             .append(true)
             .open(self.dir.join("radiantd.log"))
             .expect("open log");
-        let child = Command::new(bin("radiantd"))
+        // `ip netns exec` enters the namespace and execs radiantd, so the child's pid is
+        // radiantd's own and signals reach it.
+        let radiantd = self.launch.radiantd.clone().unwrap_or_else(|| bin("radiantd"));
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(radiantd);
+                c
+            }
+            None => Command::new(radiantd),
+        };
+        let child = cmd
+            .envs(self.launch.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(self.config_path())
             // Benchmarks look closer with RADIANT_NODE_LOG (for example `info,radiantd::order=debug`).
@@ -144,6 +170,26 @@ impl Node {
         }
     }
 
+    /// Sends `signal` to the process, if it runs.
+    pub fn signal(&self, signal: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: signalling a child we own.
+            unsafe {
+                libc::kill(c.id() as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// SIGSTOP: the process freezes, its sockets stay open and its peers see silence.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
@@ -168,6 +214,9 @@ pub struct Cluster {
     ip: String,
     dir: tempfile::TempDir,
     extra_config: String,
+    /// The namespaces the nodes run in, if any; dropped after the nodes.
+    lab: Option<std::sync::Arc<netns::Lab>>,
+    launch: Launch,
 }
 
 impl Cluster {
@@ -183,11 +232,35 @@ impl Cluster {
             ip: loopback_ip(),
             dir: tempfile::Builder::new().prefix("radiant-test-").tempdir().expect("tempdir"),
             extra_config: extra_config.to_string(),
+            lab: None,
+            launch: Launch::default(),
         };
         for _ in 0..n {
             c.add_node();
         }
         c
+    }
+
+    /// Like [`Cluster::start_with`], each node in its own network namespace of `lab` (see
+    /// [`netns::Lab::available`] for what that needs).
+    pub fn start_in_lab(n: usize, extra_config: &str, lab: std::sync::Arc<netns::Lab>, launch: Launch) -> Cluster {
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            ip: String::new(),
+            dir: tempfile::Builder::new().prefix("radiant-test-").tempdir().expect("tempdir"),
+            extra_config: extra_config.to_string(),
+            lab: Some(lab),
+            launch,
+        };
+        for _ in 0..n {
+            c.add_node();
+        }
+        c
+    }
+
+    /// The lab the nodes run in, if they do.
+    pub fn lab(&self) -> Option<&netns::Lab> {
+        self.lab.as_deref()
     }
 
     /// Adds and starts one more node; returns its index.
@@ -196,7 +269,11 @@ impl Cluster {
         let name = format!("r{}", i + 1);
         let dir = self.dir.path().join(&name);
         std::fs::create_dir_all(&dir).expect("node dir");
-        let addr = format!("{}:{}", self.ip, free_port(&self.ip));
+        // In a lab every node has an address of its own, so the port can be fixed.
+        let (addr, netns) = match &self.lab {
+            Some(lab) => (format!("{}:7400", lab.add(i)), Some(lab.ns(i))),
+            None => (format!("{}:{}", self.ip, free_port(&self.ip)), None),
+        };
         let mut config =
             format!("name = \"{name}\"\nlisten = \"{addr}\"\ndata_dir = \"{}\"\n", dir.join("data").display());
         config.push_str(&self.extra_config);
@@ -207,7 +284,7 @@ impl Cluster {
             config.push('\n');
         }
         std::fs::write(dir.join("radiantd.toml"), config).expect("write config");
-        let mut node = Node { name, addr, dir, child: None };
+        let mut node = Node { name, addr, dir, netns, launch: self.launch.clone(), child: None };
         node.start();
         self.nodes.push(node);
         self.wait_ready(i);

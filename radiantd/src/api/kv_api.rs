@@ -21,6 +21,8 @@ use crate::node::NodeContext;
 use crate::order::OrderReplica;
 use crate::order::state_machine::KvCommand;
 use crate::order::state_machine::OrderConfig;
+use crate::planted;
+use crate::planted::Bug;
 use crate::station::map::OrderId;
 use radiant_proto::shard_of;
 
@@ -170,6 +172,9 @@ impl KvApi {
             return Ok(r);
         }
         let r = self.herald(t)?;
+        if planted::active(Bug::ReadWithoutLeadership) {
+            return Ok(r);
+        }
         // The leader lease first: no network round trip while a quorum acknowledged this
         // herald within the lease (followers refuse to elect anyone else for that long).
         // When the lease has lapsed, fall back to a read-index round.
@@ -198,6 +203,11 @@ impl KvApi {
 
     async fn write(&self, t: &Target, cmd: KvCommand) -> Result<bool, Status> {
         let r = self.herald(t)?;
+        if planted::active(Bug::AckBeforeCommit) {
+            let raft = r.raft.clone();
+            tokio::spawn(async move { raft.client_write(cmd).await });
+            return Ok(false);
+        }
         let started = std::time::Instant::now();
         let res = r.raft.client_write(cmd).await;
         tracing::trace!(order = t.order, us = started.elapsed().as_micros() as u64, "client_write");

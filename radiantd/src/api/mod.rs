@@ -1,6 +1,7 @@
 //! The gRPC services a radiant serves: the supervisor's, the station's, the herald's, Kv and
 //! the Raft transport. Each maps its layer's errors to a gRPC status in one place.
 
+pub mod chaos_api;
 mod herald_api;
 mod kv_api;
 mod raft_api;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use openraft::async_runtime::WatchReceiver;
 use radiant_proto as pb;
 use radiant_proto::supervisor_server::Supervisor as SupervisorRpc;
 use tonic::Request;
@@ -146,6 +147,21 @@ impl SupervisorRpc for SupervisorApi {
             ready: self.node.is_ready(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             services: self.supervisor.list().into_iter().map(|s| s.name).collect(),
+            replicas: self.node.order_replicas().iter().filter_map(|r| digest(r)).collect(),
         }))
     }
+}
+
+/// How far `r` applied its log and a digest of its rows; `None` if its stats cannot be read
+/// (it is being retired).
+fn digest(r: &crate::order::OrderReplica) -> Option<pb::ReplicaDigest> {
+    let applied_index = r.raft.metrics().borrow_watched().last_applied.as_ref().map_or(0, |l| l.index);
+    let stats = r.sm.stats().ok()?;
+    let mut d = pb::ReplicaDigest { order_id: r.order, applied_index, herald: r.is_herald(), ..Default::default() };
+    for (shard, s) in stats.into_iter().filter(|(_, s)| s.keys > 0) {
+        d.keys += s.keys;
+        d.bytes += s.bytes;
+        d.sum = d.sum.wrapping_add(s.sum.rotate_left(shard % 64) ^ u64::from(shard));
+    }
+    Some(d)
 }

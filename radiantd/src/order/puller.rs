@@ -205,6 +205,7 @@ async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, sourc
             next.base_done = true;
         }
         if !rows.is_empty() || (finished && !cursor.base_done) {
+            fail::fail_point!("move-ingest-before", |_| Err(PullError::Cancelled));
             let cmd = KvCommand::Ingest { shard, move_id, rows, cursor: next.clone() };
             let raft = replica.raft.clone();
             let task = tokio::spawn(async move { raft.client_write(cmd).await });
@@ -274,6 +275,7 @@ async fn prepare(replica: &OrderReplica, shard: u32, move_id: u64, pull: &Pull) 
 }
 
 async fn seal(replica: &OrderReplica, shard: u32, move_id: u64, digest: ShardStats) -> Result<(), PullError> {
+    fail::fail_point!("move-seal-before", |_| Err(PullError::Cancelled));
     match write(replica, KvCommand::Seal { shard, move_id, digest }).await {
         Ok(()) => Ok(()),
         Err(PullError::Refused) => {

@@ -75,6 +75,8 @@ use super::tables::shard_tables;
 use super::tables::table_name;
 use super::tables::write_row;
 use crate::identity::OrderId;
+use crate::planted;
+use crate::planted::Bug;
 use crate::raft::codec;
 
 /// A write to an order.
@@ -430,7 +432,12 @@ impl KvStateMachine {
     fn served(&self, txn: &redb::ReadTransaction) -> io::Result<(BTreeSet<u32>, Option<u32>)> {
         let meta = txn.open_table(META).map_err(io_err)?;
         let applied: Applied = read_meta(&meta, self.order, APPLIED)?.unwrap_or_default();
-        Ok((applied.owned, read_meta(&meta, self.order, LAYOUT)?))
+        let mut owned = applied.owned;
+        if planted::active(Bug::ServeAfterSwitch) {
+            // The planted bug: a shard this order handed over is still served, for reads.
+            owned.extend(applied.released_at.keys());
+        }
+        Ok((owned, read_meta(&meta, self.order, LAYOUT)?))
     }
 
     /// Reads a key for a request that names shard `hint`, in one read transaction: `None` if
@@ -716,7 +723,9 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
             return Ok(());
         }
         let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        fail::fail_point!("order-apply-before");
         let responses = self.apply_entries(entries).await?;
+        fail::fail_point!("order-apply-after");
         for (responder, resp) in responders.into_iter().zip(responses) {
             if let Some(r) = responder {
                 r.send(resp);
@@ -734,9 +743,12 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
         meta: &SnapshotMetaOf<OrderConfig>,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
+        fail::fail_point!("order-snapshot-install-before");
         let this = self.clone();
         let meta = meta.clone();
-        self.blocking(move |_, _| this.install_snapshot_file(&meta, &snapshot)).await
+        self.blocking(move |_, _| this.install_snapshot_file(&meta, &snapshot)).await?;
+        fail::fail_point!("order-snapshot-install-after");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<OrderConfig, SnapshotFile>>, io::Error> {

@@ -118,7 +118,12 @@ impl<C: RaftTypeConfig> LogStore<C> {
         .map_err(io::Error::other)?
     }
 
-    async fn put_meta<T: serde::Serialize>(&self, key: &'static str, value: &T, durability: Durability) -> io::Result<()> {
+    async fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &'static str,
+        value: &T,
+        durability: Durability,
+    ) -> io::Result<()> {
         let bytes = codec::encode_stored(value)?;
         self.write_with(durability, move |txn, group| {
             txn.open_table(META)?.insert((group, key), bytes.as_slice())?;
@@ -193,7 +198,10 @@ where
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        self.put_meta(VOTE, vote, Durability::Immediate).await
+        fail::fail_point!("log-vote-before");
+        self.put_meta(VOTE, vote, Durability::Immediate).await?;
+        fail::fail_point!("log-vote-after");
+        Ok(())
     }
 
     /// Saved without an fsync of its own: the record becomes durable with the next log append
@@ -220,6 +228,7 @@ where
         for e in entries {
             rows.push((e.index(), codec::encode_stored(&e)?));
         }
+        fail::fail_point!("log-append-before");
         let started = std::time::Instant::now();
         let res = self
             .write(move |txn, group| {
@@ -236,6 +245,7 @@ where
         // asynchronous-flush hazard of openraft issue #2118.
         match res {
             Ok(()) => {
+                fail::fail_point!("log-append-after");
                 callback.io_completed(Ok(()));
                 Ok(())
             }
@@ -247,6 +257,7 @@ where
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        fail::fail_point!("log-truncate-before");
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
         self.write(move |txn, group| {
             txn.open_table(LOGS)?.retain_in((group, from)..=(group, u64::MAX), |_, _| false)?;
@@ -256,6 +267,7 @@ where
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        fail::fail_point!("log-purge-before");
         let bytes = codec::encode_stored(&log_id)?;
         let upto = log_id.index();
         self.write(move |txn, group| {

@@ -284,11 +284,13 @@ impl RaftStateMachine<StationConfig> for StationStateMachine {
             }
         }
         let (bytes, last_seq) = (codec::encode_stored(&next)?, next.journal_seq);
+        fail::fail_point!("station-apply-before");
         self.write(move |txn| {
             txn.open_table(STATION_SM).map_err(io_err)?.insert(STATE, bytes.as_slice()).map_err(io_err)?;
             write_journal(txn, &journaled, last_seq)
         })
         .await?;
+        fail::fail_point!("station-apply-after");
         self.replace_state(next);
         for (r, resp) in replies {
             r.send(resp);

@@ -1,0 +1,61 @@
+//! Failpoints at every persisted step, for the fault suite: a `failpoints` build lets a test
+//! make a node fail exactly between two steps (crash after a log append but before it is
+//! acknowledged, after a map change but before its side effects, ...), which random kills hit
+//! only by luck. Without the feature every `fail_point!` compiles to nothing and the Chaos RPC
+//! is not served.
+//!
+//! A failpoint's `panic` action stands for a crash: in a `failpoints` build a panic raised by
+//! a failpoint aborts the whole process, as a power cut or a SIGKILL at that line would, since
+//! a panic that only ended one task would leave a half-dead node behind.
+//!
+//! The names, by layer:
+//!
+//! | name | where |
+//! | --- | --- |
+//! | `log-append-before`, `log-append-after` | a Raft log append, before its commit, and after the commit but before openraft is told it is durable |
+//! | `log-vote-before`, `log-vote-after` | saving a vote |
+//! | `log-truncate-before`, `log-purge-before` | removing log entries (a new leader's truncation, a purge after a snapshot) |
+//! | `order-apply-before`, `order-apply-after` | an order applying committed entries, before its batch commits and after |
+//! | `order-snapshot-install-before`, `order-snapshot-install-after` | an order replica installing a snapshot it received |
+//! | `station-apply-before`, `station-apply-after` | the station applying map changes |
+//! | `move-ingest-before`, `move-seal-before` | a destination herald proposing a pulled chunk, sealing a copied shard |
+
+/// Every failpoint name, for the fault suite to draw from.
+pub const NAMES: &[&str] = &[
+    "log-append-before",
+    "log-append-after",
+    "log-vote-before",
+    "log-vote-after",
+    "log-truncate-before",
+    "log-purge-before",
+    "order-apply-before",
+    "order-apply-after",
+    "order-snapshot-install-before",
+    "order-snapshot-install-after",
+    "station-apply-before",
+    "station-apply-after",
+    "move-ingest-before",
+    "move-seal-before",
+];
+
+/// In a `failpoints` build, makes a failpoint's panic end the process (see the module
+/// comment); elsewhere does nothing.
+pub fn crash_on_failpoint_panic() {
+    #[cfg(feature = "failpoints")]
+    {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            default(info);
+            if message.contains("failpoint") {
+                eprintln!("radiantd: crashed at a failpoint: {message}");
+                std::process::abort();
+            }
+        }));
+    }
+}
