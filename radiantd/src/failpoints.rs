@@ -19,6 +19,7 @@
 //! | `order-snapshot-install-before`, `order-snapshot-install-after` | an order replica installing a snapshot it received |
 //! | `station-apply-before`, `station-apply-after` | the station applying map changes |
 //! | `move-ingest-before`, `move-seal-before` | a destination herald proposing a pulled chunk, sealing a copied shard |
+//! | `disk-commit` | every commit of a Raft log write: `return` fails it as an fsync failing with EIO, `sleep(MS)` stalls it |
 
 /// Every failpoint name, for the fault suite to draw from.
 pub const NAMES: &[&str] = &[
@@ -36,6 +37,7 @@ pub const NAMES: &[&str] = &[
     "station-apply-after",
     "move-ingest-before",
     "move-seal-before",
+    "disk-commit",
 ];
 
 /// In a `failpoints` build, makes a failpoint's panic end the process (see the module

@@ -180,6 +180,17 @@ impl Run {
         self.load.as_ref().map_or(0, |l| l.completed())
     }
 
+    /// Whether an operation called since fault `i` began waited at least `at_least`, or timed
+    /// out with an unknown outcome: the proof that a stall was felt.
+    pub fn waited_since(&self, i: usize, at_least: Duration) -> bool {
+        let start = self.faults[i].start_ns;
+        let history = self.load.as_ref().map(|l| l.history()).unwrap_or_default();
+        history.iter().filter(|o| o.call >= start).any(|o| match o.ret() {
+            Some(ret) => Duration::from_nanos(ret.saturating_sub(o.call)) >= at_least,
+            None => o.outcome == radiant_lincheck::Outcome::Unknown,
+        })
+    }
+
     /// Records the start of a fault; returns its index for [`Run::end_fault`].
     pub fn begin_fault(&mut self, what: String) -> usize {
         tracing::info!("--- fault: {what}");

@@ -317,6 +317,60 @@ fn storage_crash(name: &'static str, point: &str) {
     run.finish((!crashed).then(|| format!("r{} never reached {point}", victim + 1)));
 }
 
+/// The disk fails the herald's log commits with EIO (the `disk-commit` failpoint): the herald
+/// must stop rather than go on with a log it cannot trust, never acknowledging the batch
+/// whose fsync failed; the others elect a new herald, and the restarted node catches up.
+#[test]
+fn fsync_eio() {
+    let name = "fsync_eio";
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let f = run.begin_fault(format!("r{}'s log commits fail with EIO", h + 1));
+    run.failpoint(h, "disk-commit", "return").unwrap_or_else(|e| panic!("setting disk-commit: {e}"));
+    let stopped = run.exited(h, Duration::from_secs(20));
+    let said = run.cluster.nodes[h].log().contains("storage failed while");
+    let down = run.rng.between(Duration::from_millis(500), Duration::from_secs(2));
+    std::thread::sleep(down);
+    run.cluster.nodes[h].kill9();
+    run.cluster.nodes[h].start();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!(stopped && said)).then(|| format!("r{} did not stop on its failed commit", h + 1)));
+}
+
+/// The herald's log commits stall for seconds (a disk that hangs on fsync): writes wait, no
+/// read may be served from a state the herald cannot vouch for, and everything resumes when
+/// the disk does.
+#[test]
+fn fsync_stall() {
+    let name = "fsync_stall";
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let stall = run.rng.between(Duration::from_millis(1500), Duration::from_secs(3));
+    let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(6));
+    let f = run.begin_fault(format!("r{}'s log commits stall {stall:?} each for {hold:?}", h + 1));
+    let action = format!("sleep({})", stall.as_millis());
+    run.failpoint(h, "disk-commit", &action).unwrap_or_else(|e| panic!("setting disk-commit: {e}"));
+    std::thread::sleep(hold);
+    // Operations take milliseconds here; one that took half a second, or timed out, waited
+    // on the disk.
+    let felt = run.waited_since(f, Duration::from_millis(500));
+    run.failpoint(h, "disk-commit", "").unwrap_or_else(|e| panic!("clearing disk-commit: {e}"));
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!felt).then(|| "no operation waited on the stalled disk".into()));
+}
+
 #[test]
 fn storage_crash_log_append_before() {
     storage_crash("storage_crash_log_append_before", "log-append-before");

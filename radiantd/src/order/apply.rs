@@ -48,7 +48,9 @@ pub(super) fn apply_batch(
     let out = entries.iter().map(|e| batch.entry(e)).collect::<io::Result<Vec<_>>>()?;
     let state = batch.state;
     state.write(&mut txn.open_table(META).map_err(io_err)?, order, Some(&before))?;
-    txn.commit().map_err(io_err)?;
+    if let Err(e) = txn.commit() {
+        crate::raft::stop_on_storage_failure("writing applied entries", &io_err(e));
+    }
     Ok(out)
 }
 

@@ -65,6 +65,13 @@ fn io_err(e: impl Into<redb::Error>) -> io::Error {
     io::Error::other(e.into())
 }
 
+/// Commits a log write. The `disk-commit` failpoint stands for the disk failing it: `return`
+/// is an fsync that failed with EIO, `sleep(MS)` one that stalls.
+fn commit(txn: redb::WriteTransaction) -> io::Result<()> {
+    fail::fail_point!("disk-commit", |_| Err(io::Error::from_raw_os_error(libc::EIO)));
+    txn.commit().map_err(io_err)
+}
+
 /// The log store of one Raft group.
 pub struct LogStore<C> {
     db: Arc<Database>,
@@ -112,7 +119,8 @@ impl<C: RaftTypeConfig> LogStore<C> {
             let mut txn = db.begin_write().map_err(io_err)?;
             txn.set_durability(durability).map_err(io::Error::other)?;
             f(&txn, group).map_err(io_err)?;
-            txn.commit().map_err(io_err)
+            commit(txn).unwrap_or_else(|e| super::stop_on_storage_failure("making the Raft log durable", &e));
+            Ok(())
         })
         .await
         .map_err(io::Error::other)?

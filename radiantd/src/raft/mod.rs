@@ -15,6 +15,21 @@ use std::time::Duration;
 
 use crate::config::Timing;
 
+/// Stops the node after a write to its storage failed: a log append that could not be made
+/// durable, or an applied batch that could not be written (a disk error, a full disk). After
+/// a failed fsync the kernel may have dropped the dirty pages while later reads still return
+/// them, so a node that carried on could acknowledge from a log that is not on disk. It
+/// exits instead (code 1, and a systemd unit restarts it): the batch was never acknowledged,
+/// and on the next start redb rolls back to its last durable commit and the replica catches up
+/// from its group like after any crash.
+pub fn stop_on_storage_failure(what: &str, e: &std::io::Error) -> ! {
+    tracing::error!(
+        "storage failed while {what}: {e}; stopping this node, which must not go on with a log it cannot trust"
+    );
+    eprintln!("radiantd: storage failed while {what}: {e}; stopping");
+    std::process::exit(1)
+}
+
 /// Raft group id. The station is [`STATION_GROUP`].
 pub type GroupId = u64;
 
