@@ -104,6 +104,7 @@ pub struct Run {
     load: Option<Workload>,
     /// The faults so far.
     pub faults: Vec<Fault>,
+    /// When the run began, before its cluster came up.
     started: Instant,
 }
 
@@ -139,6 +140,7 @@ impl Run {
         extra_config: &str,
     ) -> (Run, std::sync::MutexGuard<'static, ()>) {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let begun = Instant::now();
         let seed = seed();
         say(&format!(
             "chaos: {name} seed={seed:#x} (replay: RADIANT_CHAOS_SEED={seed:#x} cargo test -p radiant-tests --test chaos {name})"
@@ -150,15 +152,8 @@ impl Run {
         for n in &cluster.nodes {
             load.add_reader(n.addr.clone());
         }
-        let run = Run {
-            name,
-            seed,
-            rng: Rng::new(seed),
-            cluster,
-            load: Some(load),
-            faults: Vec::new(),
-            started: Instant::now(),
-        };
+        let run =
+            Run { name, seed, rng: Rng::new(seed), cluster, load: Some(load), faults: Vec::new(), started: begun };
         (run, guard)
     }
 
@@ -243,6 +238,29 @@ impl Run {
     pub fn grow(&mut self, n: usize) {
         let added: Vec<usize> = (0..n).map(|_| self.cluster.add_node()).collect();
         self.cluster.join(&[0, 1, 2], &added);
+    }
+
+    /// Waits up to `deadline` until `name` is retired from order 1 and three other members
+    /// serve it; returns whether that happened. Asks every node but `name`.
+    pub fn replaced(&self, name: &str, deadline: Duration) -> bool {
+        let end = Instant::now() + deadline;
+        let ask: Vec<usize> = (0..self.cluster.nodes.len()).filter(|&i| self.cluster.nodes[i].name != name).collect();
+        while Instant::now() < end {
+            for &i in &ask {
+                if let Some(s) = self.status_quick(i) {
+                    let members = status::order_nodes(&s, 1, "members");
+                    if members.len() == 3
+                        && !members.iter().any(|m| m == name)
+                        && status::order_nodes(&s, 1, "retired").iter().any(|r| r == name)
+                    {
+                        return true;
+                    }
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
     }
 
     /// Waits up to `deadline` for a shard move in phase `copying`; returns its source and
@@ -475,7 +493,11 @@ impl Run {
             self.keep_artifacts(&verdict);
         }
         let ops = checked.as_ref().map_or(ops, |n| *n);
-        say(&format!("chaos: {} seed={:#x} ops={ops} faults={faults} verdict={verdict}", self.name, self.seed));
+        let secs = self.started.elapsed().as_secs_f64();
+        say(&format!(
+            "chaos: {} seed={:#x} ops={ops} faults={faults} secs={secs:.1} verdict={verdict}",
+            self.name, self.seed
+        ));
         for f in &self.faults {
             let end = f.end_ns.map_or("-".to_string(), |e| (e / 1_000_000).to_string());
             say(&format!("chaos:   fault {:?} from {} ms to {end} ms", f.what, f.start_ns / 1_000_000));

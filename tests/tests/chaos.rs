@@ -167,6 +167,31 @@ fn pause_follower() {
     run.finish((!served).then(|| "nothing completed while the follower was paused".into()));
 }
 
+/// A follower freezes (SIGSTOP) until the bondsmith declares it dead and a spare replaces it,
+/// then wakes up believing it is still a member: the false death. It must not vote or
+/// acknowledge again in the order it was replaced out of (it is stopped and purged once heard
+/// from), and the order converges on its new members.
+#[test]
+fn false_death() {
+    let Some((mut run, _one)) = start("false_death", &Launch::default()) else { return };
+    run.grow(2); // two spares: the victim's places in the order and in the station
+    run.cluster.ctl_ok(&["set", "down_after_ms", "1000"]);
+    run.cluster.ctl_ok(&["set", "replace_after_ms", "2000"]);
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let victim = run.rng.pick(&[(h + 1) % 3, (h + 2) % 3]);
+    let name = run.cluster.nodes[victim].name.clone();
+    let f = run.begin_fault(format!("SIGSTOP r{} until it is replaced", victim + 1));
+    run.cluster.nodes[victim].pause();
+    let replaced = run.replaced(&name, REBALANCE);
+    let after = run.rng.between(Duration::from_millis(200), Duration::from_secs(2));
+    std::thread::sleep(after);
+    run.cluster.nodes[victim].resume();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!replaced).then(|| format!("{name} was not replaced in order 1 while it was frozen")));
+}
+
 /// Who dies in a move scenario.
 #[derive(Debug, Clone, Copy)]
 enum Party {
