@@ -33,6 +33,8 @@ use crate::workload::Workload;
 const CLIENTS: usize = 8;
 /// Keys of a scenario's workload: every one of the 64 shards gets some.
 const KEYS: u64 = 128;
+/// Operations a stretch of traffic must complete at least.
+const MIN_TRAFFIC: usize = 50;
 /// How long the cluster has to serve again after the fault is healed.
 const RECOVERY: Duration = Duration::from_secs(30);
 
@@ -106,6 +108,8 @@ pub struct Run {
     pub faults: Vec<Fault>,
     /// When the run began, before its cluster came up.
     started: Instant,
+    /// Why the workload made no progress in a stretch of traffic, if it did not.
+    stuck: Option<String>,
 }
 
 /// Whether chaos scenarios can run here; prints the reason and returns false if not. Without
@@ -152,8 +156,16 @@ impl Run {
         for n in &cluster.nodes {
             load.add_reader(n.addr.clone());
         }
-        let run =
-            Run { name, seed, rng: Rng::new(seed), cluster, load: Some(load), faults: Vec::new(), started: begun };
+        let run = Run {
+            name,
+            seed,
+            rng: Rng::new(seed),
+            cluster,
+            load: Some(load),
+            faults: Vec::new(),
+            started: begun,
+            stuck: None,
+        };
         (run, guard)
     }
 
@@ -165,9 +177,24 @@ impl Run {
         self.load.as_ref().map_or_else(|| self.started.elapsed(), |l| l.elapsed()).as_nanos() as u64
     }
 
-    /// Lets the workload run for `d` (the history before and after the fault).
-    pub fn traffic(&self, d: Duration) {
-        std::thread::sleep(d);
+    /// Lets the workload run for at least `d` and until it completed [`MIN_TRAFFIC`] more
+    /// operations (the history before and after a fault). If it does not get there within
+    /// [`RECOVERY`] the run fails at its end, with its verdict line and its artifacts: a
+    /// cluster that serves nothing is no history to check.
+    pub fn traffic(&mut self, d: Duration) {
+        let (from, begun) = (self.completed(), Instant::now());
+        loop {
+            let done = self.completed().saturating_sub(from);
+            if begun.elapsed() >= d && done >= MIN_TRAFFIC {
+                return;
+            }
+            if begun.elapsed() >= d + RECOVERY {
+                let why = format!("only {done} operations completed in {:?} of traffic", begun.elapsed());
+                self.stuck.get_or_insert(why);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Operations completed so far.
@@ -203,15 +230,7 @@ impl Run {
     /// The status as node `i` sees it, with a short wait: during a fault a long wait would
     /// stall the schedule.
     pub fn status_quick(&self, i: usize) -> Option<Value> {
-        let out = std::process::Command::new(crate::bin("radiantctl"))
-            .args(["--endpoint", &self.cluster.nodes[i].addr, "--output", "json", "--wait", "2", "status"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        self.cluster.status_within(i, Duration::from_secs(2))
     }
 
     /// The index of order 1's herald, as some node's status tells.
@@ -470,7 +489,7 @@ impl Run {
         for n in &self.cluster.nodes {
             n.resume();
         }
-        let mut failure = exercised.map(|why| format!("not exercised: {why}"));
+        let mut failure = exercised.map(|why| format!("not exercised: {why}")).or_else(|| self.stuck.take());
         if failure.is_none() {
             failure = self.recovered().err();
         }

@@ -309,8 +309,14 @@ impl Cluster {
 
     /// Runs radiantctl with `--endpoint addr --output json`.
     pub fn ctl_at(&self, addr: &str, args: &[&str]) -> Output {
+        self.ctl_within(addr, DEADLINE, args)
+    }
+
+    /// Runs radiantctl with `--endpoint addr --output json`, waiting at most `wait` for nodes
+    /// and elections (a fault scenario must not stall on a partitioned node).
+    pub fn ctl_within(&self, addr: &str, wait: Duration, args: &[&str]) -> Output {
         Command::new(bin("radiantctl"))
-            .args(["--endpoint", addr, "--output", "json", "--wait", "60"])
+            .args(["--endpoint", addr, "--output", "json", "--wait", &wait.as_secs().max(1).to_string()])
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -347,7 +353,12 @@ impl Cluster {
 
     /// `radiantctl status` through node `i`, or `None` if it failed.
     pub fn status_via(&self, i: usize) -> Option<Value> {
-        let out = self.ctl_at(&self.nodes[i].addr, &["status"]);
+        self.status_within(i, DEADLINE)
+    }
+
+    /// Like [`Cluster::status_via`], waiting at most `wait`.
+    pub fn status_within(&self, i: usize, wait: Duration) -> Option<Value> {
+        let out = self.ctl_within(&self.nodes[i].addr, wait, &["status"]);
         if !out.status.success() {
             return None;
         }

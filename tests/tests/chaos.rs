@@ -43,18 +43,15 @@ fn kill_herald() {
 
 fn kill_herald_with(launch: &Launch) -> Outcome {
     let (mut run, _one) = start("kill_herald", launch)?;
-    run.traffic(WARM_UP);
-    let h = run.herald().expect("order 1 has a herald");
-    let f = run.begin_fault(format!("kill -9 r{}", h + 1));
-    run.cluster.nodes[h].kill9();
-    let others: Vec<usize> = (0..3).filter(|&i| i != h).collect();
-    let moved = run.herald_moved_from(h, &others, ELECTION);
-    let down = run.rng.between(Duration::from_millis(500), Duration::from_secs(3));
-    std::thread::sleep(down);
-    run.cluster.nodes[h].start();
-    run.end_fault(f);
-    run.traffic(AFTER);
-    Some(run.conclude((!moved).then(|| "no new herald was elected while the old one was dead".into())))
+    let down = run.rng.between(Duration::from_millis(1500), Duration::from_secs(4));
+    let missing = fault_on_herald(
+        &mut run,
+        |h| format!("kill -9 r{}, restarted after {down:?}", h + 1),
+        down,
+        |run, h| run.cluster.nodes[h].kill9(),
+        |run, h| run.cluster.nodes[h].start(),
+    );
+    Some(run.conclude(missing))
 }
 
 /// The herald freezes (SIGSTOP) for longer than the election timeout while its clients wait,
@@ -67,19 +64,41 @@ fn pause_herald() {
 
 fn pause_herald_with(launch: &Launch) -> Outcome {
     let (mut run, _one) = start("pause_herald", launch)?;
+    let pause = run.rng.between(Duration::from_secs(2), Duration::from_secs(5));
+    let missing = fault_on_herald(
+        &mut run,
+        |h| format!("SIGSTOP r{} for {pause:?}", h + 1),
+        pause,
+        |run, h| run.cluster.nodes[h].pause(),
+        |run, h| run.cluster.nodes[h].resume(),
+    );
+    Some(run.conclude(missing))
+}
+
+/// One fault on order 1's herald, after the warm-up: `inject` it, wait for the other two to
+/// elect a new herald (the proof that the fault was felt), keep it until `hold` has passed
+/// since the injection (or the election, if that took longer), `heal` it, and let traffic run
+/// on the healed cluster. Returns what was missing if no new herald was elected.
+fn fault_on_herald(
+    run: &mut Run,
+    what: impl FnOnce(usize) -> String,
+    hold: Duration,
+    inject: impl FnOnce(&mut Run, usize),
+    heal: impl FnOnce(&mut Run, usize),
+) -> Option<String> {
     run.traffic(WARM_UP);
     let h = run.herald().expect("order 1 has a herald");
-    let pause = run.rng.between(Duration::from_secs(2), Duration::from_secs(5));
-    let f = run.begin_fault(format!("SIGSTOP r{} for {pause:?}", h + 1));
-    run.cluster.nodes[h].pause();
-    let others: Vec<usize> = (0..3).filter(|&i| i != h).collect();
+    let f = run.begin_fault(what(h));
+    inject(run, h);
     let started = std::time::Instant::now();
+    let others: Vec<usize> = (0..3).filter(|&i| i != h).collect();
     let moved = run.herald_moved_from(h, &others, ELECTION);
-    std::thread::sleep(pause.saturating_sub(started.elapsed()));
-    run.cluster.nodes[h].resume();
+    // The fault lasts this long by the schedule the seed drew; nothing is awaited here.
+    std::thread::sleep(hold.saturating_sub(started.elapsed()));
+    heal(run, h);
     run.end_fault(f);
     run.traffic(AFTER);
-    Some(run.conclude((!moved).then(|| "no new herald was elected while the old one was paused".into())))
+    (!moved).then(|| format!("no new herald was elected during the fault on r{}", h + 1))
 }
 
 /// The herald is cut from both peers in both directions while clients still reach it: a
@@ -105,27 +124,23 @@ fn herald_incoming_cut() {
 
 fn partition_herald(name: &'static str, incoming: bool, outgoing: bool, launch: &Launch) -> Outcome {
     let (mut run, _one) = start(name, launch)?;
-    run.traffic(WARM_UP);
-    let h = run.herald().expect("order 1 has a herald");
-    let others: Vec<usize> = (0..3).filter(|&i| i != h).collect();
     let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(6));
-    let f = run.begin_fault(format!(
-        "r{} cut from its peers ({}) for {hold:?}",
-        h + 1,
-        match (incoming, outgoing) {
-            (true, true) => "both ways",
-            (true, false) => "incoming",
-            _ => "outgoing",
-        }
-    ));
-    run.cut(h, &others, incoming, outgoing);
-    let started = std::time::Instant::now();
-    let moved = run.herald_moved_from(h, &others, ELECTION);
-    std::thread::sleep(hold.saturating_sub(started.elapsed()));
-    run.heal_all();
-    run.end_fault(f);
-    run.traffic(AFTER);
-    Some(run.conclude((!moved).then(|| "the majority did not elect a new herald during the partition".into())))
+    let way = match (incoming, outgoing) {
+        (true, true) => "both ways",
+        (true, false) => "incoming",
+        _ => "outgoing",
+    };
+    let missing = fault_on_herald(
+        &mut run,
+        |h| format!("r{} cut from its peers ({way}) for {hold:?}", h + 1),
+        hold,
+        |run, h| {
+            let others: Vec<usize> = (0..3).filter(|&i| i != h).collect();
+            run.cut(h, &others, incoming, outgoing);
+        },
+        |run, _| run.heal_all(),
+    );
+    Some(run.conclude(missing))
 }
 
 /// The herald's link loses a share of its packets, both ways, for several seconds: requests
