@@ -53,16 +53,23 @@ fn bootstrap_three_join_three_then_both_again_are_idempotent() {
     assert_eq!(again["cluster_id"], cluster_id.as_str());
     let again = c.join(&[0, 1, 2], &[3, 4, 5]);
     assert!(again.as_array().unwrap().iter().all(|r| r["result"] == "already joined"), "{again}");
-    let s2 = c.status_via(0).unwrap();
-    assert_eq!(s2["epoch"].as_u64().unwrap(), epoch, "idempotent commands change nothing");
-
     tracing::info!("--- the journal records every action with a reason");
     let events = c.ctl_ok(&["events", "--limit", "0"]);
     let events = events.as_array().unwrap();
+    // The cluster may still change by itself meanwhile (a loaded machine can cost an order its
+    // herald, or a node a heartbeat), but nothing a bootstrap or a join causes may follow.
+    let caused: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["epoch"].as_u64().unwrap() > epoch)
+        .filter(|e| ["init", "register", "form_order", "assign_shards"].contains(&e["kind"].as_str().unwrap_or("")))
+        .collect();
+    assert!(caused.is_empty(), "idempotent commands change nothing: {caused:?}");
     // Every map change is there once, by its epoch; records of actions outside the map (a
     // replica started) carry the epoch they were decided at.
     let epochs: std::collections::BTreeSet<u64> = events.iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
-    assert_eq!(epochs, (1..=epoch).collect(), "{events:?}");
+    let last = epochs.iter().next_back().copied().unwrap_or(0);
+    assert!(last >= epoch);
+    assert_eq!(epochs, (1..=last).collect(), "{events:?}");
     assert!(events.iter().any(|e| e["action"].as_str().unwrap().contains("replica on")), "spawns are journaled");
     assert!(events.iter().all(|e| !e["reason"].as_str().unwrap().is_empty()));
     assert!(events.iter().any(|e| e["reason"].as_str().unwrap().contains("phoned home")));
