@@ -434,6 +434,17 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// With `RADIANT_TEST_KEEP=1`, a failing test leaves its nodes' data and logs behind and
+    /// says where.
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("RADIANT_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept the failed test's nodes in {}", self.dir.path().display());
+        }
+    }
+}
+
 /// Helpers to read `radiantctl --output json status`.
 pub mod status {
     use serde_json::Value;

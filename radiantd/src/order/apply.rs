@@ -97,8 +97,13 @@ impl<'t> Batch<'t> {
             KvCommand::Track { shard, move_id } => self.track(*shard, *move_id)?,
             KvCommand::Untrack { shard, move_id } => self.untrack(*shard, *move_id)?,
             KvCommand::Prepare { shard, move_id } => self.prepare(*shard, *move_id)?,
-            KvCommand::Ingest { shard, move_id, rows, cursor } => self.ingest(*shard, *move_id, rows, cursor)?,
-            KvCommand::Seal { shard, move_id, digest } => self.seal(*shard, *move_id, digest),
+            KvCommand::Ingest { shard, move_id, follows, rows, cursor } => {
+                self.ingest(*shard, *move_id, Some(follows), rows, cursor)?
+            }
+            KvCommand::LegacyIngest { shard, move_id, rows, cursor } => {
+                self.ingest(*shard, *move_id, None, rows, cursor)?
+            }
+            KvCommand::Seal { shard, move_id, digest } => self.seal(*shard, *move_id, digest)?,
             KvCommand::Drop { shard, move_id } => self.drop_shard(*shard, *move_id)?,
             KvCommand::Reshard { from, to } => self.reshard(*from, *to)?,
         };
@@ -223,11 +228,28 @@ impl<'t> Batch<'t> {
         Ok(true)
     }
 
-    /// Destination: writes pulled rows and the pull's progress. Rows are whole values keyed
-    /// like the source's, so ingesting a chunk again changes nothing.
-    fn ingest(&mut self, shard: u32, move_id: u64, rows: &[MoveRow], cursor: &MoveCursor) -> io::Result<bool> {
-        let receiving = self.state.moves.incoming.get(&shard).is_some_and(|i| i.move_id == move_id && !i.sealed);
-        if !receiving || self.owns(shard) {
+    /// Destination: writes pulled rows and the pull's progress, if the chunk continues from
+    /// the cursor the log holds (`follows`; `None` for entries of earlier versions). Rows are
+    /// whole values keyed like the source's, so ingesting a chunk again changes nothing.
+    fn ingest(
+        &mut self,
+        shard: u32,
+        move_id: u64,
+        follows: Option<&MoveCursor>,
+        rows: &[MoveRow],
+        cursor: &MoveCursor,
+    ) -> io::Result<bool> {
+        let Some(incoming) = self.state.moves.incoming.get(&shard) else { return Ok(false) };
+        if incoming.move_id != move_id || incoming.sealed || self.owns(shard) {
+            return Ok(false);
+        }
+        if follows.is_some_and(|f| *f != incoming.cursor) {
+            tracing::debug!(
+                order = self.order,
+                shard,
+                move_id,
+                "a chunk that does not follow the log's cursor: refused"
+            );
             return Ok(false);
         }
         self.write_rows(shard, rows.iter().map(|r| (r.key.as_slice(), r.value.as_ref().map(|v| v.as_slice()))))?;
@@ -238,17 +260,25 @@ impl<'t> Batch<'t> {
     }
 
     /// Destination: marks the rows complete if their stats equal the frozen source's digest.
-    fn seal(&mut self, shard: u32, move_id: u64, digest: &ShardStats) -> bool {
+    fn seal(&mut self, shard: u32, move_id: u64, digest: &ShardStats) -> io::Result<bool> {
         let have = self.state.stats.get(&shard).copied().unwrap_or_default();
-        let Some(incoming) = self.state.moves.incoming.get_mut(&shard).filter(|i| i.move_id == move_id) else {
-            return false;
-        };
-        if have != *digest {
-            tracing::warn!(order = self.order, shard, move_id, ?have, source = ?digest, "rows do not match the source's digest: not sealed");
-            return false;
+        if self.state.moves.incoming.get(&shard).is_none_or(|i| i.move_id != move_id) {
+            return Ok(false);
         }
-        incoming.sealed = true;
-        true
+        if have != *digest {
+            // The copy is wrong, and no later delta can tell which rows: start it over. Pulls
+            // resume from the cursor the log holds, which now asks for a new base.
+            tracing::warn!(order = self.order, shard, move_id, ?have, source = ?digest, "rows do not match the source's digest: not sealed; the copy starts over");
+            self.delete_rows(shard)?;
+            if let Some(i) = self.state.moves.incoming.get_mut(&shard) {
+                i.cursor = MoveCursor::default();
+            }
+            return Ok(false);
+        }
+        if let Some(i) = self.state.moves.incoming.get_mut(&shard) {
+            i.sealed = true;
+        }
+        Ok(true)
     }
 
     /// Cuts the order's tables by `to` instead of `from`. Refused while a move runs here (its

@@ -164,6 +164,9 @@ struct Pass {
 async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, source: &Source) -> Result<(), PullError> {
     let move_id = pull.move_id;
     let mut cursor = prepare(replica, shard, move_id, pull).await?;
+    // The cursor the log holds once every proposed chunk is in: each chunk names it, so one
+    // that would land after a gap is refused (see `KvCommand::Ingest`).
+    let mut logged = cursor.clone();
     let mut pass = Pass { cursor: cursor.clone(), began_frozen: false, bytes: 0 };
     let mut backoff = Duration::from_millis(50);
     let mut addr_index = 0usize;
@@ -206,10 +209,14 @@ async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, sourc
         }
         if !rows.is_empty() || (finished && !cursor.base_done) {
             fail::fail_point!("move-ingest-before", |_| Err(PullError::Cancelled));
-            let cmd = KvCommand::Ingest { shard, move_id, rows, cursor: next.clone() };
-            let raft = replica.raft.clone();
-            let task = tokio::spawn(async move { raft.client_write(cmd).await });
-            inflight.push_back(Ingest { bytes, task });
+            let cmd = KvCommand::Ingest { shard, move_id, follows: logged.clone(), rows, cursor: next.clone() };
+            // Proposed here, in the pull's order; only the wait for its commit runs beside.
+            let (responder, commit) = openraft::impls::ProgressResponder::complete_only();
+            if replica.raft.client_write_ff(cmd, Some(responder)).await.is_err() {
+                return Err(PullError::NotHerald);
+            }
+            logged = next.clone();
+            inflight.push_back(Ingest { bytes, commit });
             while inflight.len() >= MAX_INFLIGHT || (finished && !inflight.is_empty()) {
                 if let Some(i) = inflight.pop_front() {
                     i.finish(pull).await?;
@@ -220,7 +227,9 @@ async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, sourc
         if !finished {
             continue;
         }
-        if pass.began_frozen && pass.cursor.base_done {
+        // The digest is the last chunk's: it counts only if that replica, too, had frozen
+        // (a pass that failed over to a lagging replica goes round again).
+        if pass.began_frozen && pass.cursor.base_done && chunk.frozen {
             let digest = chunk.stats.map(stats_from_proto).unwrap_or_default();
             return seal(replica, shard, move_id, digest).await;
         }
@@ -237,16 +246,14 @@ async fn run(replica: &OrderReplica, host: &Host, shard: u32, pull: &Pull, sourc
 /// An `Ingest` proposed to the destination's log and not yet known to be applied.
 struct Ingest {
     bytes: u64,
-    task: tokio::task::JoinHandle<Result<openraft::raft::ClientWriteResponse<OrderConfig>, RaftErrorOf>>,
+    commit: openraft::alias::OneshotReceiverOf<OrderConfig, openraft::raft::ClientWriteResult<OrderConfig>>,
 }
-
-type RaftErrorOf = openraft::error::RaftError<OrderConfig, openraft::error::ClientWriteError<OrderConfig>>;
 
 impl Ingest {
     /// Waits until it is applied; refused or not committed ends the pull (the next pull
     /// resumes from the cursor the log holds).
     async fn finish(self, pull: &Pull) -> Result<(), PullError> {
-        match self.task.await {
+        match self.commit.await {
             Ok(Ok(r)) if r.data.refused => Err(PullError::Refused),
             Ok(Ok(_)) => {
                 pull.bytes_done.fetch_add(self.bytes, Ordering::Relaxed);
@@ -258,18 +265,18 @@ impl Ingest {
 }
 
 /// Makes sure the destination's log receives this move, and returns where its pull stands.
+/// `Prepare` is written even when the move is known here: the same move keeps its progress,
+/// and once it is applied this replica has applied every entry an earlier herald left, so
+/// the cursor read next is the log's last.
 async fn prepare(replica: &OrderReplica, shard: u32, move_id: u64, pull: &Pull) -> Result<MoveCursor, PullError> {
-    let incoming = |r: &OrderReplica| r.sm.move_state().ok().and_then(|m| m.incoming.get(&shard).cloned());
-    if let Some(i) = incoming(replica).filter(|i| i.move_id == move_id) {
-        if i.sealed {
-            return Err(PullError::Cancelled); // nothing left to pull
-        }
-        pull.bytes_done.store(0, Ordering::Relaxed);
-        return Ok(i.cursor);
-    }
     write(replica, KvCommand::Prepare { shard, move_id }).await?;
-    match incoming(replica).filter(|i| i.move_id == move_id) {
-        Some(i) => Ok(i.cursor),
+    let incoming = replica.sm.move_state().ok().and_then(|m| m.incoming.get(&shard).cloned());
+    match incoming.filter(|i| i.move_id == move_id) {
+        Some(i) if i.sealed => Err(PullError::Cancelled), // nothing left to pull
+        Some(i) => {
+            pull.bytes_done.store(0, Ordering::Relaxed);
+            Ok(i.cursor)
+        }
         None => Err(PullError::Refused),
     }
 }

@@ -138,8 +138,10 @@ pub enum KvCommand {
         /// Move id.
         move_id: u64,
     },
-    /// Destination: rows pulled from the source, and where the pull stands after them.
-    Ingest {
+    /// Destination: rows pulled from the source, and where the pull stands after them, as
+    /// written before chunks named the cursor they follow. Applied without that check; new
+    /// code writes [`KvCommand::Ingest`].
+    LegacyIngest {
         /// Shard.
         shard: u32,
         /// Move id.
@@ -174,6 +176,23 @@ pub enum KvCommand {
         /// The new count.
         to: u32,
     },
+    /// Destination: rows pulled from the source, and where the pull stands after them.
+    /// Applied only if the log's cursor is still `follows`, the one the chunk was pulled
+    /// from: a chunk that would land after a gap (an earlier chunk of the same pass lost with
+    /// a herald, or proposed out of order) changes nothing, so the cursor the log holds never
+    /// claims rows it does not have.
+    Ingest {
+        /// Shard.
+        shard: u32,
+        /// Move id.
+        move_id: u64,
+        /// The cursor this chunk continues from.
+        follows: MoveCursor,
+        /// Rows (`None`: deleted at the source).
+        rows: Vec<MoveRow>,
+        /// The pull's progress once these rows are in.
+        cursor: MoveCursor,
+    },
 }
 
 impl fmt::Display for KvCommand {
@@ -188,7 +207,7 @@ impl fmt::Display for KvCommand {
             KvCommand::Track { shard, move_id } => write!(f, "track shard {shard} for move {move_id}"),
             KvCommand::Untrack { shard, move_id } => write!(f, "untrack shard {shard} for move {move_id}"),
             KvCommand::Prepare { shard, move_id } => write!(f, "prepare to receive shard {shard} in move {move_id}"),
-            KvCommand::Ingest { shard, move_id, rows, .. } => {
+            KvCommand::Ingest { shard, move_id, rows, .. } | KvCommand::LegacyIngest { shard, move_id, rows, .. } => {
                 write!(f, "ingest {} rows of shard {shard} in move {move_id}", rows.len())
             }
             KvCommand::Seal { shard, move_id, .. } => write!(f, "seal shard {shard} in move {move_id}"),
@@ -1105,10 +1124,18 @@ mod tests {
         assert!(!dirty_exists(&src.sm.db, 1, 3));
     }
 
+    /// The `Ingest` of one chunk, advancing `cursor` the way a pull does (a chunk without
+    /// more ends its pass).
     fn ingest(shard: u32, move_id: u64, chunk: &ExportChunk, cursor: &mut MoveCursor) -> KvCommand {
+        let follows = cursor.clone();
+        let starting = cursor.after_key.is_none();
+        cursor.pass_index = if starting { chunk.applied_index } else { cursor.pass_index.min(chunk.applied_index) };
         cursor.after_key = chunk.rows.last().map(|r| ByteBuf::from(r.key.clone())).filter(|_| chunk.more);
-        cursor.pass_index = cursor.pass_index.min(chunk.applied_index);
-        KvCommand::Ingest { shard, move_id, rows: chunk.rows.clone(), cursor: cursor.clone() }
+        if !chunk.more {
+            cursor.base_done = true;
+            cursor.watermark = cursor.pass_index;
+        }
+        KvCommand::Ingest { shard, move_id, follows, rows: chunk.rows.clone(), cursor: cursor.clone() }
     }
 
     /// S2. A destination in the same database receives a shard: Prepare and Ingest repeat
@@ -1127,7 +1154,13 @@ mod tests {
         tracing::info!("--- an earlier attempt left rows; Prepare for this move clears them once");
         assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 6 }).await, DONE);
         let junk = vec![row("junk", Some("j"))];
-        let old = KvCommand::Ingest { shard: 3, move_id: 6, rows: junk, cursor: MoveCursor::default() };
+        let old = KvCommand::Ingest {
+            shard: 3,
+            move_id: 6,
+            follows: MoveCursor::default(),
+            rows: junk,
+            cursor: MoveCursor::default(),
+        };
         assert_eq!(dst.one(old).await, DONE);
         assert_eq!(dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await, DONE);
         assert_eq!((dst.rows(3), dst.shard_stats(3)), (vec![], ShardStats::default()));
@@ -1135,7 +1168,7 @@ mod tests {
         tracing::info!("--- the base, ingested twice");
         let base = src.export_pass(3, 7, ExportMode::Base, 200);
         assert!(base.len() > 3, "{} chunks", base.len());
-        let mut cursor = MoveCursor { pass_index: u64::MAX, ..Default::default() };
+        let mut cursor = MoveCursor::default();
         for c in &base {
             assert_eq!(dst.one(ingest(3, 7, c, &mut cursor)).await, DONE);
         }
@@ -1149,11 +1182,16 @@ mod tests {
             dst.one(ingest(3, 7, c, &mut cursor)).await;
         }
         assert_eq!(dst.shard_stats(3), once);
-        let wrong_move =
-            KvCommand::Ingest { shard: 3, move_id: 8, rows: vec![row("x", Some("y"))], cursor: MoveCursor::default() };
+        let wrong_move = KvCommand::Ingest {
+            shard: 3,
+            move_id: 8,
+            follows: MoveCursor::default(),
+            rows: vec![row("x", Some("y"))],
+            cursor: MoveCursor::default(),
+        };
         assert_eq!(dst.one(wrong_move).await, REFUSED);
-        cursor = MoveCursor { base_done: true, watermark: cursor.pass_index, pass_index: u64::MAX, after_key: None };
-        assert_eq!(dst.sm.move_state().unwrap().incoming[&3].cursor.after_key, None);
+        assert_eq!(dst.sm.move_state().unwrap().incoming[&3].cursor, cursor);
+        assert!(cursor.base_done && cursor.after_key.is_none());
 
         tracing::info!("--- the source keeps serving, then freezes");
         src.apply([put(3, "key-001", "changed"), del(3, "key-002"), put(3, "key-100", "new")]).await;
@@ -1168,15 +1206,18 @@ mod tests {
         for c in &last {
             dst.one(ingest(3, 7, c, &mut cursor)).await;
         }
-        let off = ShardStats { keys: digest.keys + 1, ..digest };
-        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest: off }).await, REFUSED);
         assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 6, digest }).await, REFUSED);
         assert_eq!(dst.one(KvCommand::Acquire { shards: vec![3, 9], epoch: 8 }).await, DONE);
         assert_eq!(dst.sm.owned().unwrap(), [9].into(), "an unsealed shard is not acquired, others are");
         assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest }).await, DONE);
         assert!(dst.sm.move_state().unwrap().incoming[&3].sealed);
-        let after_seal =
-            KvCommand::Ingest { shard: 3, move_id: 7, rows: vec![row("x", Some("y"))], cursor: MoveCursor::default() };
+        let after_seal = KvCommand::Ingest {
+            shard: 3,
+            move_id: 7,
+            follows: MoveCursor::default(),
+            rows: vec![row("x", Some("y"))],
+            cursor: MoveCursor::default(),
+        };
         assert_eq!(dst.one(after_seal).await, REFUSED, "sealed rows do not change");
         assert_eq!(dst.one(KvCommand::Acquire { shards: vec![3], epoch: 8 }).await, DONE);
         assert_eq!(dst.sm.owned().unwrap(), [3, 9].into());
@@ -1189,6 +1230,47 @@ mod tests {
         assert_eq!(dst.sm.get(3, b"key-002").unwrap(), None);
         assert_eq!(src.rows(4).len(), 1, "the source's other shard is untouched");
         assert!(dst.rows(4).is_empty());
+    }
+
+    /// S2b. A chunk proposed after a gap (an earlier chunk of its pass lost with a herald, or
+    /// proposed out of order) does not move the log's cursor, and a copy whose rows do not
+    /// match the frozen digest starts over instead of waiting forever.
+    #[tokio::test]
+    async fn a_chunk_after_a_gap_is_refused_and_a_wrong_copy_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = new_db(&dir);
+        let (mut src, mut dst) = (Sm::open(&db, dir.path(), 1), Sm::open(&db, dir.path(), 2));
+        src.one(KvCommand::Acquire { shards: vec![3], epoch: 1 }).await;
+        src.apply((0..30).map(|i| put(3, &format!("key-{i:03}"), &"x".repeat(20)))).await;
+        src.one(KvCommand::Track { shard: 3, move_id: 7 }).await;
+        dst.one(KvCommand::Prepare { shard: 3, move_id: 7 }).await;
+        let base = src.export_pass(3, 7, ExportMode::Base, 200);
+        assert!(base.len() >= 3, "{} chunks", base.len());
+
+        let mut cursor = MoveCursor::default();
+        let first = ingest(3, 7, &base[0], &mut cursor);
+        let _lost = ingest(3, 7, &base[1], &mut cursor);
+        let third = ingest(3, 7, &base[2], &mut cursor);
+        assert_eq!(dst.one(first).await, DONE);
+        let before = (dst.rows(3), dst.sm.move_state().unwrap());
+        assert_eq!(dst.one(third).await, REFUSED, "the second chunk never landed");
+        assert_eq!((dst.rows(3), dst.sm.move_state().unwrap()), before);
+
+        tracing::info!("--- a copy that misses rows does not seal, and asks for a new base");
+        src.one(KvCommand::Release { shards: vec![3], epoch: 8 }).await;
+        let digest = src.shard_stats(3);
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest }).await, REFUSED);
+        let incoming = dst.sm.move_state().unwrap().incoming[&3].clone();
+        assert_eq!((incoming.cursor, incoming.sealed), (MoveCursor::default(), false));
+        assert_eq!((dst.rows(3), dst.shard_stats(3)), (vec![], ShardStats::default()));
+
+        tracing::info!("--- the new base seals");
+        let mut cursor = MoveCursor::default();
+        for c in &src.export_pass(3, 7, ExportMode::Base, 200) {
+            assert_eq!(dst.one(ingest(3, 7, c, &mut cursor)).await, DONE);
+        }
+        assert_eq!(dst.one(KvCommand::Seal { shard: 3, move_id: 7, digest }).await, DONE);
+        assert_eq!(dst.rows(3), src.rows(3));
     }
 
     /// Builds a snapshot of `from` and installs it on `to` through openraft's API, as a
@@ -1219,7 +1301,8 @@ mod tests {
         a.one(KvCommand::Release { shards: vec![1], epoch: 4 }).await;
         a.one(KvCommand::Prepare { shard: 9, move_id: 6 }).await;
         let cursor = MoveCursor { after_key: Some(ByteBuf::from(b"r".to_vec())), pass_index: 77, ..Default::default() };
-        a.one(KvCommand::Ingest { shard: 9, move_id: 6, rows: vec![row("r", Some("s"))], cursor }).await;
+        let follows = MoveCursor::default();
+        a.one(KvCommand::Ingest { shard: 9, move_id: 6, follows, rows: vec![row("r", Some("s"))], cursor }).await;
 
         let dir2 = tempfile::tempdir().unwrap();
         let mut b = Sm::open(&new_db(&dir2), dir2.path(), 1);
