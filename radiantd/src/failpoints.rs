@@ -20,6 +20,7 @@
 //! | `station-apply-before`, `station-apply-after` | the station applying map changes |
 //! | `move-ingest-before`, `move-seal-before` | a destination herald proposing a pulled chunk, sealing a copied shard |
 //! | `disk-commit` | every commit of a Raft log write: `return` fails it as an fsync failing with EIO, `sleep(MS)` stalls it |
+//! | `disk-sync` | every fsync of the node's redb file, below redb (see [`crate::disk`]): `return` fails it with EIO, `sleep(MS)` stalls it |
 
 /// Every failpoint name, for the fault suite to draw from.
 pub const NAMES: &[&str] = &[
@@ -38,6 +39,7 @@ pub const NAMES: &[&str] = &[
     "move-ingest-before",
     "move-seal-before",
     "disk-commit",
+    "disk-sync",
 ];
 
 /// In a `failpoints` build, makes a failpoint's panic end the process (see the module

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod coordinator;
+pub mod disk;
 pub mod failpoints;
 pub mod host;
 pub mod identity;

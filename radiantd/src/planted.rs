@@ -18,11 +18,15 @@ pub enum Bug {
     /// from its frozen copy (and, once that is deleted, as if the keys were absent), while the
     /// destination takes writes.
     ServeAfterSwitch,
+    /// Raft log appends commit without an fsync, and openraft is told they are durable: a
+    /// write acknowledged by a quorum may live only in the page cache of that quorum.
+    AppendWithoutFsync,
 }
 
 impl Bug {
     /// Every planted bug.
-    pub const ALL: [Bug; 3] = [Bug::AckBeforeCommit, Bug::ReadWithoutLeadership, Bug::ServeAfterSwitch];
+    pub const ALL: [Bug; 4] =
+        [Bug::AckBeforeCommit, Bug::ReadWithoutLeadership, Bug::ServeAfterSwitch, Bug::AppendWithoutFsync];
 
     /// The name `RADIANT_PLANTED_BUG` takes.
     pub fn name(self) -> &'static str {
@@ -30,6 +34,7 @@ impl Bug {
             Bug::AckBeforeCommit => "ack-before-commit",
             Bug::ReadWithoutLeadership => "read-without-leadership",
             Bug::ServeAfterSwitch => "serve-after-switch",
+            Bug::AppendWithoutFsync => "append-without-fsync",
         }
     }
 }

@@ -111,7 +111,7 @@ pub async fn run(
     crate::failpoints::crash_on_failpoint_panic();
     let ident = identity::load_or_create(&config.data_dir, &config.advertise)?;
     let db_path = config.data_dir.join(DB_FILE);
-    let db = match redb::Database::create(&db_path) {
+    let db = match crate::disk::open(&db_path) {
         Ok(db) => Arc::new(db),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
             return Err(ServerError::DataDirInUse(config.data_dir.display().to_string()));

@@ -402,7 +402,8 @@ impl Run {
 
     /// Waits until the replicas of every order agree on their applied index and the digest of
     /// their rows, once the workload stopped: a replica that lost or doubled a write, or never
-    /// caught up, shows here even when no client read the key from it.
+    /// caught up, shows here even when no client read the key from it. Then the station's map
+    /// must match the memberships the orders' logs hold ([`Run::map_matches`]).
     fn converged(&self) -> Result<(), String> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let end = Instant::now() + RECOVERY;
@@ -447,13 +448,60 @@ impl Run {
                     })
                     .collect();
                 if split.is_empty() && by_order.values().all(|rs| rs.len() >= 3) {
-                    return Ok(());
+                    match self.map_matches(&by_order) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => last = e,
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
                 }
                 last = split.join(" | ");
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         Err(format!("the replicas did not converge within {RECOVERY:?}: {last}"))
+    }
+
+    /// Whether the station's map names, for every order, exactly the voters and learners
+    /// that the order's own Raft log has (as its replicas report them in `by_order`), and
+    /// whether a replica runs on every member: a map that drifted from the real memberships
+    /// would route clients to nodes that do not serve, or count a quorum that does not exist.
+    fn map_matches(
+        &self,
+        by_order: &std::collections::BTreeMap<u64, Vec<(String, radiant_proto::ReplicaDigest)>>,
+    ) -> Result<(), String> {
+        let status =
+            (0..self.cluster.nodes.len()).find_map(|i| self.status_quick(i)).ok_or("no node answered a status call")?;
+        let ids = |v: &Value| -> std::collections::BTreeSet<String> {
+            v.as_array().into_iter().flatten().filter_map(|x| x.as_str().map(String::from)).collect()
+        };
+        let names: std::collections::BTreeMap<String, String> = status["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| Some((n["name"].as_str()?.to_string(), n["id"].as_str()?.to_string())))
+            .collect();
+        for order in status["orders"].as_array().into_iter().flatten() {
+            let id = order["id"].as_u64().unwrap_or(0);
+            let (members, learners) = (ids(&order["members"]), ids(&order["learners"]));
+            let replicas = by_order.get(&id).map(Vec::as_slice).unwrap_or_default();
+            for (name, d) in replicas {
+                let voters: std::collections::BTreeSet<String> = d.voters.iter().map(u64::to_string).collect();
+                let log_learners: std::collections::BTreeSet<String> = d.learners.iter().map(u64::to_string).collect();
+                if voters != members || log_learners != learners {
+                    return Err(format!(
+                        "order {id}: the map has members {members:?} and learners {learners:?}, {name}'s log has \
+                         voters {voters:?} and learners {log_learners:?}"
+                    ));
+                }
+            }
+            let hosting: std::collections::BTreeSet<String> =
+                replicas.iter().filter_map(|(name, _)| names.get(name).cloned()).collect();
+            if !members.is_subset(&hosting) {
+                return Err(format!("order {id}: members {members:?}, replicas run on {hosting:?}"));
+            }
+        }
+        Ok(())
     }
 
     /// Keeps what a person needs to study a failed run (every run, with `RADIANT_CHAOS_KEEP`)

@@ -152,12 +152,28 @@ impl SupervisorRpc for SupervisorApi {
     }
 }
 
-/// How far `r` applied its log and a digest of its rows; `None` if its stats cannot be read
+/// How far `r` applied its log, the membership its log holds and a digest of its rows; `None` if its stats cannot be read
 /// (it is being retired).
 fn digest(r: &crate::order::OrderReplica) -> Option<pb::ReplicaDigest> {
-    let applied_index = r.raft.metrics().borrow_watched().last_applied.as_ref().map_or(0, |l| l.index);
+    let (applied_index, voters, learners) = {
+        let m = r.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        (
+            m.last_applied.as_ref().map_or(0, |l| l.index),
+            membership.voter_ids().collect(),
+            membership.learner_ids().collect(),
+        )
+    };
     let stats = r.sm.stats().ok()?;
-    let mut d = pb::ReplicaDigest { order_id: r.order, applied_index, herald: r.is_herald(), ..Default::default() };
+    let mut d = pb::ReplicaDigest {
+        order_id: r.order,
+        applied_index,
+        herald: r.is_herald(),
+        voters,
+        learners,
+        ..Default::default()
+    };
     for (shard, s) in stats.into_iter().filter(|(_, s)| s.keys > 0) {
         d.keys += s.keys;
         d.bytes += s.bytes;

@@ -238,8 +238,13 @@ where
         }
         fail::fail_point!("log-append-before");
         let started = std::time::Instant::now();
+        let durability = if crate::planted::active(crate::planted::Bug::AppendWithoutFsync) {
+            Durability::None
+        } else {
+            Durability::Immediate
+        };
         let res = self
-            .write(move |txn, group| {
+            .write_with(durability, move |txn, group| {
                 let mut t = txn.open_table(LOGS)?;
                 for (index, bytes) in &rows {
                     t.insert((group, *index), bytes.as_slice())?;
