@@ -20,6 +20,7 @@
 //! | `station-apply-before`, `station-apply-after` | the station applying map changes |
 //! | `move-ingest-before`, `move-seal-before` | a destination herald proposing a pulled chunk, sealing a copied shard |
 //! | `disk-commit` | every commit of a Raft log write: `return` fails it as an fsync failing with EIO, `sleep(MS)` stalls it |
+//! | `net-delay` | every Raft RPC this node sends (orders and station): `return(MS)` holds each one for a random 0 to MS milliseconds first, within its deadline |
 //! | `disk-sync` | every fsync of the node's redb file, below redb (see [`crate::disk`]): `return` fails it with EIO, `sleep(MS)` stalls it |
 
 /// Every failpoint name, for the fault suite to draw from.
@@ -40,7 +41,23 @@ pub const NAMES: &[&str] = &[
     "move-seal-before",
     "disk-commit",
     "disk-sync",
+    "net-delay",
 ];
+
+/// Waits as failpoint `name` says: with its `return(MS)` action, a random time from 0 to MS
+/// milliseconds (a slow or jittery link, which netem would give and this kernel lacks);
+/// otherwise, and in every build without the feature, not at all.
+pub async fn delay(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some(ms)) = fail::eval(name, |arg| arg.and_then(|a| a.parse::<u64>().ok())) {
+        // Jitter from the clock: the delay only needs to vary, not to be unpredictable.
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(nanos) % (ms + 1))).await;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
 
 /// In a `failpoints` build, makes a failpoint's panic end the process (see the module
 /// comment); elsewhere does nothing.

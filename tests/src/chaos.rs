@@ -143,6 +143,18 @@ impl Run {
         launch: Launch,
         extra_config: &str,
     ) -> (Run, std::sync::MutexGuard<'static, ()>) {
+        Self::start_sized(name, launch, extra_config, 3)
+    }
+
+    /// Like [`Run::start_with`] with `nodes` nodes, all of them members of order 1 (bootstrapped
+    /// with `--replicas NODES`); the first three are the station. Five nodes make the
+    /// partitions that need more than one node on each side (halves, a ring, a bridge).
+    pub fn start_sized(
+        name: &'static str,
+        launch: Launch,
+        extra_config: &str,
+        nodes: usize,
+    ) -> (Run, std::sync::MutexGuard<'static, ()>) {
         let guard = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let begun = Instant::now();
         let seed = seed();
@@ -150,9 +162,23 @@ impl Run {
             "chaos: {name} seed={seed:#x} (replay: RADIANT_CHAOS_SEED={seed:#x} cargo test -p radiant-tests --test chaos {name})"
         ));
         let lab = Arc::new(Lab::create());
-        let cluster = Cluster::start_in_lab(3, extra_config, lab, launch);
-        cluster.full_cluster();
-        let mut load = Workload::start(cluster.addrs(&[0, 1, 2]), seed, CLIENTS, KEYS);
+        let cluster = Cluster::start_in_lab(nodes, extra_config, lab, launch);
+        let everyone: Vec<usize> = (0..nodes).collect();
+        if nodes == 3 {
+            cluster.full_cluster();
+        } else {
+            let station = cluster.addrs(&[0, 1, 2]).join(",");
+            cluster.ctl_ok(&["bootstrap", "--station", &station, "--replicas", &nodes.to_string()]);
+            cluster.join(&[0, 1, 2], &everyone);
+            cluster.wait_status(0, "order 1 of every node, with a herald and every shard", |s| {
+                s["orders"].as_array().is_some_and(|o| {
+                    o.len() == 1
+                        && o[0]["herald"].is_string()
+                        && o[0]["members"].as_array().is_some_and(|m| m.len() == nodes)
+                }) && s["shards"]["assigned"] == s["shards"]["total"]
+            });
+        }
+        let mut load = Workload::start(cluster.addrs(&everyone), seed, CLIENTS, KEYS);
         for n in &cluster.nodes {
             load.add_reader(n.addr.clone());
         }
@@ -195,6 +221,19 @@ impl Run {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits until `ops` more operations completed, or `deadline` passed; says whether they
+    /// did.
+    pub fn progress(&self, ops: usize, deadline: Duration) -> bool {
+        let (target, end) = (self.completed() + ops, Instant::now() + deadline);
+        while self.completed() < target {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
     }
 
     /// Operations completed so far.
@@ -337,6 +376,32 @@ impl Run {
         false
     }
 
+    /// Whether one of `ask` says, from its own Raft state (its supervisor's `Status`, not the
+    /// station's map), that it leads `order`, within `deadline`: a side of a partition that the
+    /// station cannot hear from still shows its election here.
+    pub fn leads_locally(&self, ask: &[usize], order: u64, deadline: Duration) -> bool {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            for &i in ask {
+                let addr = format!("http://{}", self.cluster.nodes[i].addr);
+                let leads = rt.block_on(async {
+                    let call = async {
+                        let mut c = radiant_proto::supervisor_client::SupervisorClient::connect(addr).await.ok()?;
+                        let s = c.status(radiant_proto::StatusRequest {}).await.ok()?.into_inner();
+                        Some(s.replicas.iter().any(|r| r.order_id == order && r.herald))
+                    };
+                    tokio::time::timeout(Duration::from_secs(1), call).await.ok().flatten()
+                });
+                if leads == Some(true) {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// Sets failpoint `name` of node `i` to `actions` through its Chaos RPC (the node must run
     /// a `failpoints` build).
     pub fn failpoint(&self, i: usize, name: &str, actions: &str) -> Result<(), String> {
@@ -359,6 +424,17 @@ impl Run {
             std::thread::sleep(Duration::from_millis(50));
         }
         false
+    }
+
+    /// Partitions the nodes so that each node `i` reaches exactly `sees[i]` (both ways) and
+    /// nothing else of the cluster; clients still reach every node.
+    pub fn connect_only(&self, sees: &[Vec<usize>]) {
+        for (i, reach) in sees.iter().enumerate() {
+            let cut: Vec<usize> = (0..sees.len()).filter(|p| *p != i && !reach.contains(p)).collect();
+            if !cut.is_empty() {
+                self.cut(i, &cut, true, true);
+            }
+        }
     }
 
     /// Cuts node `i` from `peers` (see [`Lab::cut`]).

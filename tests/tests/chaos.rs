@@ -147,6 +147,108 @@ fn partition_herald(name: &'static str, incoming: bool, outgoing: bool, launch: 
     Some(run.conclude(missing))
 }
 
+/// Five nodes, all in order 1. The herald and one other node are cut from the other three
+/// (both ways) for 3-6 s: the minority's herald must not acknowledge anything, the majority
+/// elects a new one, and the two halves agree again once healed.
+#[test]
+fn halves() {
+    let Some((mut run, _one)) = start_five("halves", &Launch::default()) else { return };
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let mut others: Vec<usize> = (0..5).filter(|&i| i != h).collect();
+    let mate = others.remove((run.rng.next_u64() % 4) as usize);
+    let minority = vec![h, mate];
+    let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(6));
+    let f = run.begin_fault(format!("{} cut from {} for {hold:?}", names(&minority), names(&others)));
+    let sees: Vec<Vec<usize>> =
+        (0..5).map(|i| if minority.contains(&i) { minority.clone() } else { others.clone() }).collect();
+    run.connect_only(&sees);
+    let started = std::time::Instant::now();
+    // The station may sit in either half: ask the majority's nodes themselves.
+    let moved = run.leads_locally(&others, 1, ELECTION);
+    std::thread::sleep(hold.saturating_sub(started.elapsed()));
+    run.heal_all();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!moved).then(|| format!("the majority {} elected no herald", names(&others))));
+}
+
+/// Five nodes on a ring: each reaches only its two neighbours, so each sees a majority (itself
+/// and them) and no two see the same one. Elections contend; whatever herald wins must not
+/// let two majorities acknowledge diverging histories.
+#[test]
+fn majority_ring() {
+    let Some((mut run, _one)) = start_five("majority_ring", &Launch::default()) else { return };
+    run.traffic(WARM_UP);
+    let ring = shuffled(&mut run, 5);
+    let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(6));
+    let sees: Vec<Vec<usize>> = (0..5)
+        .map(|i| {
+            let at = ring.iter().position(|&r| r == i).unwrap_or(0);
+            vec![ring[(at + 1) % 5], ring[(at + 4) % 5]]
+        })
+        .collect();
+    let f = run.begin_fault(format!("ring {} for {hold:?}", names(&ring)));
+    run.connect_only(&sees);
+    std::thread::sleep(hold);
+    let dropped: u64 = (0..5).map(|i| run.dropped(i)).sum();
+    run.heal_all();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((dropped == 0).then(|| "the ring dropped no packet".into()));
+}
+
+/// Five nodes in two halves of two joined by one bridge node that reaches all four: the
+/// bridge can lead a majority of either half, and a herald on one side must not keep
+/// acknowledging after the other side elects through the bridge.
+#[test]
+fn bridge() {
+    let Some((mut run, _one)) = start_five("bridge", &Launch::default()) else { return };
+    run.traffic(WARM_UP);
+    let order = shuffled(&mut run, 5);
+    let (left, bridge, right) = (vec![order[0], order[1]], order[2], vec![order[3], order[4]]);
+    let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(6));
+    let sees: Vec<Vec<usize>> = (0..5)
+        .map(|i| {
+            if i == bridge {
+                (0..5).filter(|&j| j != i).collect()
+            } else if left.contains(&i) {
+                vec![left[0], left[1], bridge]
+            } else {
+                vec![right[0], right[1], bridge]
+            }
+        })
+        .collect();
+    let f = run.begin_fault(format!("{} | r{} | {} for {hold:?}", names(&left), bridge + 1, names(&right)));
+    run.connect_only(&sees);
+    std::thread::sleep(hold);
+    let dropped: u64 = (0..5).map(|i| run.dropped(i)).sum();
+    run.heal_all();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((dropped == 0).then(|| "the bridge partition dropped no packet".into()));
+}
+
+fn start_five(name: &'static str, launch: &Launch) -> Option<(Run, std::sync::MutexGuard<'static, ()>)> {
+    radiant_tests::init_logging();
+    chaos::available(name).then(|| Run::start_sized(name, launch.clone(), "", 5))
+}
+
+/// `0..n` in an order the seed draws.
+fn shuffled(run: &mut Run, n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        v.swap(i, (run.rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// `{r1, r3}` for nodes 0 and 2.
+fn names(nodes: &[usize]) -> String {
+    let n: Vec<String> = nodes.iter().map(|i| format!("r{}", i + 1)).collect();
+    format!("{{{}}}", n.join(", "))
+}
+
 /// The herald's link loses a share of its packets, both ways, for several seconds: requests
 /// slow down and some time out with an unknown outcome, which the history must still explain.
 #[test]
@@ -164,6 +266,32 @@ fn flaky_herald() {
     run.end_fault(f);
     run.traffic(AFTER);
     run.finish((dropped == 0).then(|| "no packet was dropped".into()));
+}
+
+/// The herald's Raft RPCs (appends, heartbeats, votes) each wait a random 0 to 100, 300 or
+/// 1000 ms before they leave, for 3-6 s (the `net-delay` failpoint: a slow, jittery link):
+/// commits slow down, a long delay lets the followers' election timers run out, and nothing
+/// may be acknowledged out of order or lost.
+#[test]
+fn slow_herald() {
+    let name = "slow_herald";
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let max_ms = run.rng.pick(&[100u64, 300, 1000]);
+    let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(6));
+    let f = run.begin_fault(format!("r{}'s Raft RPCs each delayed 0-{max_ms} ms for {hold:?}", h + 1));
+    run.failpoint(h, "net-delay", &format!("return({max_ms})")).unwrap_or_else(|e| panic!("setting net-delay: {e}"));
+    std::thread::sleep(hold);
+    let felt = run.waited_since(f, Duration::from_millis(max_ms / 2));
+    run.failpoint(h, "net-delay", "").unwrap_or_else(|e| panic!("clearing net-delay: {e}"));
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!felt).then(|| "no operation waited on the slow link".into()));
 }
 
 /// A follower freezes and wakes up again: the order keeps serving through the other two, and
@@ -360,6 +488,45 @@ fn storage_crash(name: &'static str, point: &str) {
     run.end_fault(f);
     run.traffic(AFTER);
     run.finish((!crashed).then(|| format!("r{} never reached {point}", victim + 1)));
+}
+
+/// A follower crashes exactly while it installs a snapshot: it is frozen until the herald
+/// has purged the log behind a snapshot (one every 200 entries), then woken with the
+/// failpoint set, so the herald must send it the snapshot and the install is where it dies.
+/// Restarted, it must install a snapshot again and catch up, whatever the crash left half
+/// written.
+fn snapshot_install_crash(name: &'static str, point: &str) {
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let launch = Launch { radiantd: Some(radiantd), env: Vec::new() };
+    let (mut run, _one) = Run::start_with(name, launch, "snapshot_logs = 200");
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let victim = run.rng.pick(&[(h + 1) % 3, (h + 2) % 3]);
+    let f = run.begin_fault(format!("r{} falls behind the purged log and crashes at {point}", victim + 1));
+    run.failpoint(victim, point, "panic").unwrap_or_else(|e| panic!("setting {point}: {e}"));
+    run.cluster.nodes[victim].pause();
+    // Past two snapshots' worth of writes, so the entries it lacks are purged at the herald.
+    run.progress(1000, Duration::from_secs(30));
+    run.cluster.nodes[victim].resume();
+    let crashed = run.exited(victim, Duration::from_secs(30));
+    run.cluster.nodes[victim].kill9(); // reaps it, or stops it if it never got a snapshot
+    run.cluster.nodes[victim].start();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!crashed).then(|| format!("r{} never installed a snapshot", victim + 1)));
+}
+
+#[test]
+fn snapshot_install_crash_before() {
+    snapshot_install_crash("snapshot_install_crash_before", "order-snapshot-install-before");
+}
+
+#[test]
+fn snapshot_install_crash_after() {
+    snapshot_install_crash("snapshot_install_crash_after", "order-snapshot-install-after");
 }
 
 /// The herald's disk fails its fsyncs with EIO (the `disk-sync` failpoint, below redb): the

@@ -177,6 +177,7 @@ impl<C: RaftTypeConfig, SD> Connection<C, SD> {
         });
         request.set_timeout(ttl);
         let fut = async {
+            crate::failpoints::delay("net-delay").await;
             match method {
                 RaftMethod::Vote => client.vote(request).await,
                 RaftMethod::PreVote => client.pre_vote(request).await,
