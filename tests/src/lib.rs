@@ -7,6 +7,7 @@
 
 pub mod chaos;
 pub mod netns;
+pub mod small_disk;
 pub mod workload;
 
 use std::path::Path;

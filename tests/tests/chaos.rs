@@ -10,6 +10,7 @@ use radiant_tests::Launch;
 use radiant_tests::chaos;
 use radiant_tests::chaos::Failure;
 use radiant_tests::chaos::Run;
+use radiant_tests::small_disk::SmallDisk;
 
 /// A scenario's outcome: `None` if it was skipped, else its verdict.
 type Outcome = Option<Result<(), Failure>>;
@@ -604,6 +605,40 @@ fn power_cut_with(launch: &Launch) -> Outcome {
     // Every node died, so the fault happened; `conclude` requires the cluster to take writes
     // again.
     Some(run.conclude(None))
+}
+
+/// A follower's data dir sits on a small tmpfs that fills up under load: the node must stop
+/// with a clear error (ENOSPC named in its log) rather than serve from a store it cannot
+/// write, and once the space is freed and it restarts, its store must open as it was (not
+/// corrupt) and catch up.
+#[test]
+fn disk_full() {
+    let Some((mut run, _one)) = start("disk_full", &Launch::default()) else { return };
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let victim = run.rng.pick(&[(h + 1) % 3, (h + 2) % 3]);
+    // Setup, not the fault: the follower restarts onto a 256 MiB tmpfs holding its data.
+    run.cluster.nodes[victim].kill9();
+    let data = run.cluster.nodes[victim].dir.join("data");
+    let disk = SmallDisk::mount(&data, 256).unwrap_or_else(|e| panic!("a small disk for r{}: {e}", victim + 1));
+    run.cluster.nodes[victim].start();
+    run.traffic(Duration::from_secs(1));
+    let f = run.begin_fault(format!("r{}'s disk is full", victim + 1));
+    disk.fill(0).unwrap_or_else(|e| panic!("filling r{}'s disk: {e}", victim + 1));
+    let stopped = run.exited(victim, Duration::from_secs(30));
+    let said = run.cluster.nodes[victim].log().contains("No space left on device");
+    disk.free().unwrap_or_else(|e| panic!("freeing r{}'s disk: {e}", victim + 1));
+    run.cluster.nodes[victim].kill9(); // reaps it, or stops it if it never stopped
+    run.cluster.nodes[victim].start();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    let missing = match (stopped, said) {
+        (true, true) => None,
+        (false, _) => Some(format!("r{} kept running on a full disk", victim + 1)),
+        (true, false) => Some(format!("r{} stopped without saying the disk was full", victim + 1)),
+    };
+    run.finish(missing);
+    drop(disk);
 }
 
 /// The herald's log commits stall for seconds (a disk that hangs on fsync): writes wait, no
