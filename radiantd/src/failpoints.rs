@@ -20,6 +20,7 @@
 //! | `station-apply-before`, `station-apply-after` | the station applying map changes |
 //! | `move-ingest-before`, `move-seal-before` | a destination herald proposing a pulled chunk, sealing a copied shard |
 //! | `disk-commit` | every commit of a Raft log write: `return` fails it as an fsync failing with EIO, `sleep(MS)` stalls it |
+//! | `recovery-KIND-before`, `recovery-KIND-after` | the bondsmith carrying out a recovery action of that journal kind (`return(MS)` holds it that long): an I/O action (`start_replica`, `add_learner`, `set_voters`, `retire_replica`, `pull`, ...) after it was journaled as decided and before it is sent, and after it returned but before its outcome is journaled; a map change (`begin_replace`, `complete_replace`, `switch_move`, ...) after it is in the station's log, before anything acts on it |
 //! | `net-delay` | every Raft RPC this node sends (orders and station): `return(MS)` holds each one for a random 0 to MS milliseconds first, within its deadline |
 //! | `disk-sync` | every fsync of the node's redb file, below redb (see [`crate::disk`]): `return` fails it with EIO, `sleep(MS)` stalls it |
 
@@ -43,6 +44,30 @@ pub const NAMES: &[&str] = &[
     "disk-sync",
     "net-delay",
 ];
+
+/// Whether `name` names a failpoint: one of [`NAMES`], or a recovery step
+/// (`recovery-KIND-before` or `recovery-KIND-after`, KIND a journal kind).
+pub fn known(name: &str) -> bool {
+    NAMES.contains(&name)
+        || name
+            .strip_prefix("recovery-")
+            .and_then(|k| k.strip_suffix("-before").or_else(|| k.strip_suffix("-after")))
+            .is_some_and(|kind| !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+}
+
+/// A step the fault suite may crash or hold: failpoint `name`'s `panic` crashes the node
+/// here, and `return(MS)` holds the step for MS milliseconds without blocking the runtime
+/// (fail-rs's own `sleep` would block a worker thread); otherwise, and in every build
+/// without the feature, nothing.
+pub async fn step(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(Some(ms)) = fail::eval(name, |arg| arg.and_then(|a| a.parse::<u64>().ok())) {
+        tracing::warn!(name, ms, "failpoint holds this step");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
 
 /// Waits as failpoint `name` says: with its `return(MS)` action, a random time from 0 to MS
 /// milliseconds (a slow or jittery link, which netem would give and this kernel lacks);
@@ -78,5 +103,19 @@ pub fn crash_on_failpoint_panic() {
                 std::process::abort();
             }
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recovery_steps_are_failpoints_by_pattern() {
+        assert!(super::known("disk-sync"));
+        assert!(super::known("recovery-add_learner-after"));
+        assert!(super::known("recovery-begin_replace-before"));
+        assert!(!super::known("recovery--after"));
+        assert!(!super::known("recovery-add_learner"));
+        assert!(!super::known("recovery-Add-after"));
+        assert!(!super::known("nothing"));
     }
 }

@@ -480,14 +480,15 @@ impl Run {
     /// their rows, once the workload stopped: a replica that lost or doubled a write, or never
     /// caught up, shows here even when no client read the key from it. Then the station's map
     /// must match the memberships the orders' logs hold ([`Run::map_matches`]).
-    fn converged(&self) -> Result<(), String> {
+    fn converged(&self, alive: &[usize]) -> Result<(), String> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let end = Instant::now() + RECOVERY;
         let mut last = String::new();
         while Instant::now() < end {
             let digests = rt.block_on(async {
                 let mut all = Vec::new();
-                for n in &self.cluster.nodes {
+                // A node killed for good (replaced) has nothing to report.
+                for n in alive.iter().map(|&i| &self.cluster.nodes[i]) {
                     let Ok(mut c) =
                         radiant_proto::supervisor_client::SupervisorClient::connect(format!("http://{}", n.addr)).await
                     else {
@@ -625,7 +626,9 @@ impl Run {
             load.finish(cluster.addrs(&[0, 1, 2]), 200, || cluster.logs())
         }));
         if failure.is_none() && checked.is_ok() {
-            failure = self.converged().err();
+            let alive: Vec<usize> =
+                (0..self.cluster.nodes.len()).filter(|&i| self.cluster.nodes[i].is_running()).collect();
+            failure = self.converged(&alive).err();
         }
         let verdict = match (&failure, &checked) {
             (None, Ok(_)) => "ok".to_string(),

@@ -340,6 +340,138 @@ fn false_death() {
     run.finish((!replaced).then(|| format!("{name} was not replaced in order 1 while it was frozen")));
 }
 
+/// A member replacement under way: with two spares and short failure timers, a station
+/// member of order 1 other than the bondsmith (`victim`) is killed for good; the bondsmith
+/// (`bondsmith`) replaces it in order 1 and in the station. `hold` is a failpoint action set
+/// on the bondsmith at `point` before the kill.
+struct Replacement {
+    victim: usize,
+    bondsmith: usize,
+}
+
+fn begin_replacement(run: &mut Run, point: &str, hold: &str) -> Replacement {
+    run.grow(2);
+    run.cluster.ctl_ok(&["set", "down_after_ms", "1000"]);
+    run.cluster.ctl_ok(&["set", "replace_after_ms", "2000"]);
+    run.traffic(WARM_UP);
+    let bondsmith = run.bondsmith().expect("a bondsmith");
+    let victim = run.rng.pick(&[(bondsmith + 1) % 3, (bondsmith + 2) % 3]);
+    run.failpoint(bondsmith, point, hold).unwrap_or_else(|e| panic!("setting {point}: {e}"));
+    Replacement { victim, bondsmith }
+}
+
+/// Waits until order 1 has a learner (the replacement catching up), as the station reports.
+fn learner_appears(run: &Run, deadline: Duration) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    while std::time::Instant::now() < end {
+        let s = (0..run.cluster.nodes.len()).find_map(|i| run.status_quick(i));
+        if s.is_some_and(|s| !radiant_tests::status::order_nodes(&s, 1, "learners").is_empty()) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The bondsmith crashes at one persisted step of a member replacement (drawn from the seed:
+/// after the map records the replacement, after the replica is started, after the learner is
+/// added and before the swap, after the swap), is restarted, and the new or restarted
+/// bondsmith must finish the replacement from what the map and the reports say.
+#[test]
+fn replace_bondsmith_crash() {
+    let name = "replace_bondsmith_crash";
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let step = run.rng.pick(&["begin_replace", "start_replica", "add_learner", "set_voters"]);
+    let point = format!("recovery-{step}-after");
+    let r = begin_replacement(&mut run, &point, "panic");
+    let victim_name = run.cluster.nodes[r.victim].name.clone();
+    let f = run.begin_fault(format!(
+        "r{} killed for good; bondsmith r{} crashes at {point}, restarted",
+        r.victim + 1,
+        r.bondsmith + 1
+    ));
+    run.cluster.nodes[r.victim].kill9();
+    let crashed = run.exited(r.bondsmith, REBALANCE);
+    run.cluster.nodes[r.bondsmith].kill9();
+    run.cluster.nodes[r.bondsmith].start();
+    let replaced = run.replaced(&victim_name, REBALANCE);
+    run.end_fault(f);
+    run.traffic(AFTER);
+    let missing = if !crashed {
+        Some(format!("the bondsmith never reached {point}"))
+    } else {
+        (!replaced).then(|| format!("{victim_name} was not replaced after the bondsmith's crash"))
+    };
+    run.finish(missing);
+}
+
+/// While a replacement's learner is in order 1 (the swap held 4 s on the bondsmith), order
+/// 1's herald is killed and restarted: the new herald must carry the learner on and the swap
+/// must happen on it.
+#[test]
+fn replace_herald_killed() {
+    replace_with_fault("replace_herald_killed", |run, learner_seen| {
+        let h = run.herald().expect("order 1 has a herald");
+        let f = run.begin_fault(format!("herald r{} killed while {learner_seen}, restarted", h + 1));
+        run.cluster.nodes[h].kill9();
+        std::thread::sleep(run.rng.between(Duration::from_millis(500), Duration::from_secs(2)));
+        run.cluster.nodes[h].start();
+        run.end_fault(f);
+    });
+}
+
+/// While a replacement's learner is in order 1 (the swap held 4 s on the bondsmith), the
+/// learner is cut from every peer for 2-5 s: the swap must wait for it, or go on without it
+/// only through a configuration a quorum can commit.
+#[test]
+fn replace_learner_cut() {
+    replace_with_fault("replace_learner_cut", |run, learner_seen| {
+        let learners = (0..run.cluster.nodes.len())
+            .find_map(|i| run.status_quick(i))
+            .map(|s| radiant_tests::status::order_nodes(&s, 1, "learners"))
+            .unwrap_or_default();
+        // The last spare if the learner was already promoted meanwhile.
+        let learner = learners.first().map_or(run.cluster.nodes.len() - 1, |n| run.cluster.index_of(n));
+        let hold = run.rng.between(Duration::from_secs(2), Duration::from_secs(5));
+        let f =
+            run.begin_fault(format!("learner r{} cut from its peers for {hold:?} while {learner_seen}", learner + 1));
+        let peers: Vec<usize> = (0..run.cluster.nodes.len()).filter(|&p| p != learner).collect();
+        run.cut(learner, &peers, true, true);
+        std::thread::sleep(hold);
+        run.heal_all();
+        run.end_fault(f);
+    });
+}
+
+/// Runs a replacement whose swap the bondsmith holds for 4 s, and injects (and heals) `fault`
+/// once order 1 shows the learner; the replacement must finish and the history stay
+/// linearizable.
+fn replace_with_fault(name: &'static str, fault: impl FnOnce(&mut Run, &str)) {
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let r = begin_replacement(&mut run, "recovery-set_voters-before", "return(4000)");
+    let victim_name = run.cluster.nodes[r.victim].name.clone();
+    tracing::info!("--- r{} killed for good: the bondsmith replaces it", r.victim + 1);
+    run.cluster.nodes[r.victim].kill9();
+    let seen = learner_appears(&run, REBALANCE);
+    fault(&mut run, "the replacement is a learner");
+    let replaced = run.replaced(&victim_name, REBALANCE);
+    run.traffic(AFTER);
+    let missing = if !seen {
+        Some("order 1 never showed a learner".to_string())
+    } else {
+        (!replaced).then(|| format!("{victim_name} was not replaced"))
+    };
+    run.finish(missing);
+}
+
 /// Who dies in a move scenario.
 #[derive(Debug, Clone, Copy)]
 enum Party {

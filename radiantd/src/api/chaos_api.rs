@@ -20,7 +20,7 @@ impl pb::chaos_server::Chaos for ChaosApi {
         req: tonic::Request<pb::SetFailpointRequest>,
     ) -> Result<tonic::Response<pb::SetFailpointResponse>, tonic::Status> {
         let req = req.into_inner();
-        if !crate::failpoints::NAMES.contains(&req.name.as_str()) {
+        if !crate::failpoints::known(&req.name) {
             return Err(tonic::Status::invalid_argument(format!("no failpoint named {:?}", req.name)));
         }
         if req.actions.is_empty() {

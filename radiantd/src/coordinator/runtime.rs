@@ -195,8 +195,13 @@ pub async fn coordinator_loop(station: Arc<Station>, peers: Peers, stop: Cancell
                         continue;
                     }
                     tried += 1;
+                    let kind = change.kind();
                     match propose(&station, map.epoch, change, reason).await {
-                        Commit::Moved => moved = true,
+                        Commit::Moved => {
+                            // The change is in the station's log; its side effects are not.
+                            crate::failpoints::step(&format!("recovery-{kind}-after")).await;
+                            moved = true
+                        }
                         Commit::Rejected => {}
                         Commit::Failed => tried = COMMITS_PER_ROUND,
                     }
@@ -211,7 +216,10 @@ pub async fn coordinator_loop(station: Arc<Station>, peers: Peers, stop: Cancell
                     let (station, peers) = (station.clone(), peers.clone());
                     tokio::spawn(async move {
                         record(&station, &io, "decided".into()).await;
-                        let outcome = match execute(&station, &peers, &io).await {
+                        crate::failpoints::step(&format!("recovery-{}-before", io.kind())).await;
+                        let result = execute(&station, &peers, &io).await;
+                        crate::failpoints::step(&format!("recovery-{}-after", io.kind())).await;
+                        let outcome = match result {
                             Ok(()) => "done".to_string(),
                             Err(e) => {
                                 tracing::warn!("recovery action failed: {io}: {e}");
