@@ -478,6 +478,21 @@ enum Party {
     SourceHerald,
     DestinationHerald,
     Bondsmith,
+    /// A member of the destination order that is not its herald.
+    DestinationMember,
+}
+
+/// The fault a move scenario injects while a shard is being copied.
+#[derive(Debug, Clone, Copy)]
+enum MoveFault {
+    /// SIGKILL, restarted 0.5-2 s later.
+    Kill(Party),
+    /// SIGSTOP the source herald for 3-5 s: its order elects another herald, the move goes
+    /// on through it (freeze, switch), and the old herald wakes up after the switch.
+    PauseSourceHerald,
+    /// Cut every member of the source order from every member of the destination, both
+    /// ways, for 3-5 s.
+    CutApart,
 }
 
 /// How long the shards may take to settle once a second order formed (32 small moves, two at
@@ -485,42 +500,84 @@ enum Party {
 const REBALANCE: Duration = Duration::from_secs(120);
 
 /// A second order forms while the clients run, and half of the 64 shards move onto it with
-/// their data; with `kill`, that party of a move dies with SIGKILL while a shard is being
-/// copied and comes back 0.5-2 s later. Every move must finish, the shards end balanced, and
-/// the history (whose readers may keep an old map and ask the source) must be linearizable.
-fn moves_with(name: &'static str, launch: &Launch, kill: Option<Party>) -> Outcome {
+/// their data; with `fault`, that fault hits while a shard is being copied. Every move must
+/// finish, the shards end balanced, and the history (whose readers may keep an old map and
+/// ask the source) must be linearizable.
+fn moves_with(name: &'static str, launch: &Launch, fault: Option<MoveFault>) -> Outcome {
     let (mut run, _one) = start(name, launch)?;
     run.traffic(WARM_UP);
     run.grow(3);
     let mut missed = None;
-    if let Some(party) = kill {
-        match run.move_copying(REBALANCE) {
-            None => missed = Some("no move was seen copying".to_string()),
-            Some((from, to)) => {
-                let victim = match party {
-                    Party::SourceHerald => run.herald_of(from),
-                    Party::DestinationHerald => run.herald_of(to),
-                    Party::Bondsmith => run.bondsmith(),
-                };
-                match victim {
-                    None => missed = Some(format!("no {party:?} found")),
-                    Some(v) => {
-                        let f = run.begin_fault(format!("kill -9 the {party:?} r{} mid-copy ({from} -> {to})", v + 1));
-                        run.cluster.nodes[v].kill9();
-                        let down = run.rng.between(Duration::from_millis(500), Duration::from_secs(2));
-                        std::thread::sleep(down);
-                        run.cluster.nodes[v].start();
-                        run.end_fault(f);
-                    }
-                }
-            }
-        }
+    if let Some(fault) = fault {
+        missed = match run.move_copying(REBALANCE) {
+            None => Some("no move was seen copying".to_string()),
+            Some((from, to)) => move_fault(&mut run, fault, from, to).err(),
+        };
     }
     if missed.is_none() {
         missed = run.balanced(REBALANCE).err();
     }
     run.traffic(AFTER);
     Some(run.conclude(missed))
+}
+
+/// Injects and heals `fault` on the move from order `from` to order `to`; `Err` says why it
+/// could not be injected.
+fn move_fault(run: &mut Run, fault: MoveFault, from: u64, to: u64) -> Result<(), String> {
+    let members = |run: &Run, order: u64| -> Vec<usize> {
+        let s = (0..run.cluster.nodes.len()).find_map(|i| run.status_quick(i));
+        let names = s.map(|s| radiant_tests::status::order_nodes(&s, order, "members")).unwrap_or_default();
+        names.iter().map(|n| run.cluster.index_of(n)).collect()
+    };
+    match fault {
+        MoveFault::Kill(party) => {
+            let victim = match party {
+                Party::SourceHerald => run.herald_of(from),
+                Party::DestinationHerald => run.herald_of(to),
+                Party::Bondsmith => run.bondsmith(),
+                Party::DestinationMember => {
+                    let herald = run.herald_of(to);
+                    members(run, to).into_iter().find(|m| Some(*m) != herald)
+                }
+            }
+            .ok_or(format!("no {party:?} found"))?;
+            let f = run.begin_fault(format!("kill -9 the {party:?} r{} mid-copy ({from} -> {to})", victim + 1));
+            run.cluster.nodes[victim].kill9();
+            std::thread::sleep(run.rng.between(Duration::from_millis(500), Duration::from_secs(2)));
+            run.cluster.nodes[victim].start();
+            run.end_fault(f);
+            Ok(())
+        }
+        MoveFault::PauseSourceHerald => {
+            let h = run.herald_of(from).ok_or("no source herald found")?;
+            let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(5));
+            let f = run.begin_fault(format!("SIGSTOP the source herald r{} mid-copy for {hold:?}", h + 1));
+            run.cluster.nodes[h].pause();
+            let started = std::time::Instant::now();
+            let others: Vec<usize> = members(run, from).into_iter().filter(|&m| m != h).collect();
+            let moved = run.leads_locally(&others, from, ELECTION);
+            std::thread::sleep(hold.saturating_sub(started.elapsed()));
+            run.cluster.nodes[h].resume();
+            run.end_fault(f);
+            if moved { Ok(()) } else { Err(format!("order {from} elected no herald while r{} was frozen", h + 1)) }
+        }
+        MoveFault::CutApart => {
+            let (src, dst) = (members(run, from), members(run, to));
+            if src.is_empty() || dst.is_empty() {
+                return Err(format!("no members of order {from} or {to} found"));
+            }
+            let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(5));
+            let f = run.begin_fault(format!("order {from} cut from order {to} mid-copy for {hold:?}"));
+            for &m in &src {
+                run.cut(m, &dst, true, true);
+            }
+            std::thread::sleep(hold);
+            let dropped: u64 = src.iter().map(|&m| run.dropped(m)).sum();
+            run.heal_all();
+            run.end_fault(f);
+            if dropped > 0 { Ok(()) } else { Err("the cut dropped no packet".into()) }
+        }
+    }
 }
 
 #[test]
@@ -530,17 +587,34 @@ fn moves_under_load() {
 
 #[test]
 fn move_kill_source_herald() {
-    expect_ok(moves_with("move_kill_source_herald", &Launch::default(), Some(Party::SourceHerald)));
+    expect_ok(moves_with("move_kill_source_herald", &Launch::default(), Some(MoveFault::Kill(Party::SourceHerald))));
 }
 
 #[test]
 fn move_kill_destination_herald() {
-    expect_ok(moves_with("move_kill_destination_herald", &Launch::default(), Some(Party::DestinationHerald)));
+    let fault = Some(MoveFault::Kill(Party::DestinationHerald));
+    expect_ok(moves_with("move_kill_destination_herald", &Launch::default(), fault));
 }
 
 #[test]
 fn move_kill_bondsmith() {
-    expect_ok(moves_with("move_kill_bondsmith", &Launch::default(), Some(Party::Bondsmith)));
+    expect_ok(moves_with("move_kill_bondsmith", &Launch::default(), Some(MoveFault::Kill(Party::Bondsmith))));
+}
+
+#[test]
+fn move_kill_destination_member() {
+    let fault = Some(MoveFault::Kill(Party::DestinationMember));
+    expect_ok(moves_with("move_kill_destination_member", &Launch::default(), fault));
+}
+
+#[test]
+fn move_pause_source_herald() {
+    expect_ok(moves_with("move_pause_source_herald", &Launch::default(), Some(MoveFault::PauseSourceHerald)));
+}
+
+#[test]
+fn move_cut_apart() {
+    expect_ok(moves_with("move_cut_apart", &Launch::default(), Some(MoveFault::CutApart)));
 }
 
 /// The suite's self-test: each bug planted in a `planted-bugs` build of radiantd (see
@@ -847,11 +921,13 @@ fn explore() {
         ("herald_outgoing_cut", |l| partition_herald("herald_outgoing_cut", false, true, l)),
         ("herald_incoming_cut", |l| partition_herald("herald_incoming_cut", true, false, l)),
         ("moves_under_load", |l| moves_with("moves_under_load", l, None)),
-        ("move_kill_source_herald", |l| moves_with("move_kill_source_herald", l, Some(Party::SourceHerald))),
-        ("move_kill_destination_herald", |l| {
-            moves_with("move_kill_destination_herald", l, Some(Party::DestinationHerald))
+        ("move_kill_source_herald", |l| {
+            moves_with("move_kill_source_herald", l, Some(MoveFault::Kill(Party::SourceHerald)))
         }),
-        ("move_kill_bondsmith", |l| moves_with("move_kill_bondsmith", l, Some(Party::Bondsmith))),
+        ("move_kill_destination_herald", |l| {
+            moves_with("move_kill_destination_herald", l, Some(MoveFault::Kill(Party::DestinationHerald)))
+        }),
+        ("move_kill_bondsmith", |l| moves_with("move_kill_bondsmith", l, Some(MoveFault::Kill(Party::Bondsmith)))),
     ];
     let end = std::time::Instant::now() + Duration::from_secs(budget);
     let mut pick = radiant_tests::workload::Rng::new(chaos::seed());
