@@ -287,13 +287,23 @@ impl Client {
 
     /// Reads `key`; `stale` allows any replica to answer.
     pub async fn get(&self, key: &[u8], stale: bool) -> Result<Option<Vec<u8>>> {
+        self.get_served(key, stale).await.map(|(v, _)| v)
+    }
+
+    /// Like [`Client::get`], with which ownership of the key's shard answered.
+    pub async fn get_served(&self, key: &[u8], stale: bool) -> Result<(Option<Vec<u8>>, pb::Served)> {
         let req = pb::GetRequest { key: key.to_vec(), stale };
         self.run(
             |m| pb::shard_of(key, m.shards_total),
             false,
             |mut c, t| {
                 let r = timed(&req, t);
-                async move { c.get(r).await.map(|r| r.into_inner().value) }
+                async move {
+                    c.get(r).await.map(|r| {
+                        let r = r.into_inner();
+                        (r.value, r.served.unwrap_or_default())
+                    })
+                }
             },
         )
         .await
@@ -301,13 +311,18 @@ impl Client {
 
     /// Writes `key`; returns once the order committed it durably.
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.put_served(key, value).await.map(|_| ())
+    }
+
+    /// Like [`Client::put`], with which ownership of the key's shard took the write.
+    pub async fn put_served(&self, key: &[u8], value: &[u8]) -> Result<pb::Served> {
         let req = pb::PutRequest { key: key.to_vec(), value: value.to_vec() };
         self.run(
             |m| pb::shard_of(key, m.shards_total),
             true,
             |mut c, t| {
                 let r = timed(&req, t);
-                async move { c.put(r).await.map(|_| ()) }
+                async move { c.put(r).await.map(|r| r.into_inner().served.unwrap_or_default()) }
             },
         )
         .await
@@ -315,13 +330,23 @@ impl Client {
 
     /// Deletes `key`; returns whether it existed.
     pub async fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.delete_served(key).await.map(|(existed, _)| existed)
+    }
+
+    /// Like [`Client::delete`], with which ownership of the key's shard took the write.
+    pub async fn delete_served(&self, key: &[u8]) -> Result<(bool, pb::Served)> {
         let req = pb::DeleteRequest { key: key.to_vec() };
         self.run(
             |m| pb::shard_of(key, m.shards_total),
             true,
             |mut c, t| {
                 let r = timed(&req, t);
-                async move { c.delete(r).await.map(|r| r.into_inner().existed) }
+                async move {
+                    c.delete(r).await.map(|r| {
+                        let r = r.into_inner();
+                        (r.existed, r.served.unwrap_or_default())
+                    })
+                }
             },
         )
         .await

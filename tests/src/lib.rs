@@ -7,6 +7,7 @@
 
 pub mod chaos;
 pub mod netns;
+pub mod ownership;
 pub mod small_disk;
 pub mod workload;
 

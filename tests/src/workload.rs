@@ -26,6 +26,9 @@ use radiant_lincheck::Output;
 use radiant_lincheck::Report;
 use radiant_lincheck::Verdict;
 
+use crate::ownership;
+use crate::ownership::ServedOp;
+
 /// How long the checker may spend on one key before giving up (which fails the test). The
 /// workloads' histories take milliseconds; this only bounds a pathological one.
 const CHECK_LIMIT_PER_KEY: Duration = Duration::from_secs(60);
@@ -91,6 +94,8 @@ fn text(v: Option<Vec<u8>>) -> Option<String> {
 pub struct Workload {
     rt: tokio::runtime::Runtime,
     history: Arc<Mutex<Vec<Operation>>>,
+    /// The completed operations with the ownership that served them (see [`ownership`]).
+    served: Arc<Mutex<Vec<ServedOp>>>,
     stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     start: Instant,
@@ -108,6 +113,7 @@ impl Workload {
         let mut w = Workload {
             rt,
             history: Arc::default(),
+            served: Arc::default(),
             stop: Arc::new(AtomicBool::new(false)),
             workers: Vec::new(),
             start: Instant::now(),
@@ -132,6 +138,7 @@ impl Workload {
 
     fn spawn_client(&mut self, seeds: Vec<String>, mix: Mix) {
         let (history, stop, next_id) = (self.history.clone(), self.stop.clone(), self.next_id.clone());
+        let served_ops = self.served.clone();
         let client = next_id.fetch_add(1, Ordering::Relaxed);
         let (start, keys) = (self.start, self.keys);
         let opts = Options { op_timeout: Duration::from_secs(4), rpc_timeout: Duration::from_secs(1) };
@@ -145,22 +152,43 @@ impl Workload {
                 let key = format!("k{}", rng.next_u64() % keys);
                 let call = now();
                 let dice = if mix == Mix::Reads { 9 } else { rng.next_u64() % 10 };
+                let mut served = None;
                 let (input, outcome) = match dice {
                     0..=3 => {
                         n += 1;
                         let v = format!("c{client}-{n}");
-                        let r = kv.put(key.as_bytes(), v.as_bytes()).await;
-                        (Input::Put(v), outcome(r, now(), |()| Output::Put))
+                        let r = kv.put_served(key.as_bytes(), v.as_bytes()).await;
+                        (
+                            Input::Put(v),
+                            outcome(r, now(), |s| {
+                                served = Some(s);
+                                Output::Put
+                            }),
+                        )
                     }
                     4 => {
-                        let r = kv.delete(key.as_bytes()).await;
-                        (Input::Delete, outcome(r, now(), Output::Delete))
+                        let r = kv.delete_served(key.as_bytes()).await;
+                        (
+                            Input::Delete,
+                            outcome(r, now(), |(existed, s)| {
+                                served = Some(s);
+                                Output::Delete(existed)
+                            }),
+                        )
                     }
-                    _ => match kv.get(key.as_bytes(), false).await {
-                        Ok(v) => (Input::Get, Outcome::Ok { output: Output::Get(text(v)), ret: now() }),
+                    _ => match kv.get_served(key.as_bytes(), false).await {
+                        Ok((v, s)) => {
+                            served = Some(s);
+                            (Input::Get, Outcome::Ok { output: Output::Get(text(v)), ret: now() })
+                        }
                         Err(_) => continue, // a failed read tells nothing
                     },
                 };
+                if let (Some(s), Outcome::Ok { ret, .. }) = (served, &outcome) {
+                    let op =
+                        ServedOp { key: key.clone(), call, ret: *ret, order: s.order_id, owner_epoch: s.owner_epoch };
+                    served_ops.lock().unwrap_or_else(|p| p.into_inner()).push(op);
+                }
                 let unknown = outcome == Outcome::Unknown;
                 let op = Operation { client: id, key, input, call, outcome };
                 history.lock().unwrap_or_else(|p| p.into_inner()).push(op);
@@ -226,7 +254,15 @@ impl Workload {
     /// operation count.
     pub fn finish(self, final_seeds: Vec<String>, min_completed: usize, context: impl FnOnce() -> String) -> usize {
         let seed = self.seed;
+        let served = self.served.clone();
         let (history, report) = self.stop_and_check(final_seeds);
+        let overlaps = ownership::overlaps(&served.lock().unwrap_or_else(|p| p.into_inner()));
+        assert!(
+            overlaps.is_empty(),
+            "two orders served a shard at once (seed {seed}; RADIANT_TEST_SEED={seed} replays the workload):\n{}\n{}",
+            overlaps.join("\n"),
+            context()
+        );
         let completed = history.iter().filter(|o| o.ret().is_some()).count();
         let unknown = history.iter().filter(|o| o.outcome == Outcome::Unknown).count();
         let failed = history.iter().filter(|o| o.outcome == Outcome::Failed).count();

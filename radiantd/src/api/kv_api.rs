@@ -201,12 +201,12 @@ impl KvApi {
         handing_over(t)
     }
 
-    async fn write(&self, t: &Target, cmd: KvCommand) -> Result<bool, Status> {
+    async fn write(&self, t: &Target, cmd: KvCommand) -> Result<(bool, pb::Served), Status> {
         let r = self.herald(t)?;
         if planted::active(Bug::AckBeforeCommit) {
             let raft = r.raft.clone();
             tokio::spawn(async move { raft.client_write(cmd).await });
-            return Ok(false);
+            return Ok((false, pb::Served { order_id: t.order, owner_epoch: 0 }));
         }
         let started = std::time::Instant::now();
         let res = r.raft.client_write(cmd).await;
@@ -216,7 +216,7 @@ impl KvApi {
                 self.node.invalidate_map();
                 Err(handing_over(t))
             }
-            Ok(resp) => Ok(resp.data.existed),
+            Ok(resp) => Ok((resp.data.existed, pb::Served { order_id: t.order, owner_epoch: resp.data.owner_epoch })),
             Err(e) => Err(write_failure(t.order, t.map.epoch, e)),
         }
     }
@@ -260,7 +260,10 @@ impl Kv for KvApi {
         let t = self.target_of_key(&req.key).await?;
         let r = self.reader(&t, req.stale).await?;
         match r.sm.read_key(t.shard, &req.key, req.stale).map_err(internal)? {
-            Some(value) => Ok(Response::new(pb::GetResponse { value })),
+            Some((value, owner_epoch)) => {
+                let served = Some(pb::Served { order_id: t.order, owner_epoch });
+                Ok(Response::new(pb::GetResponse { value, served }))
+            }
             None => Err(self.not_served(&t)),
         }
     }
@@ -275,15 +278,15 @@ impl Kv for KvApi {
                 t.map.max_value_bytes
             )));
         }
-        self.write(&t, KvCommand::Put { shard: t.shard, key: req.key, value: req.value }).await?;
-        Ok(Response::new(pb::PutResponse {}))
+        let (_, served) = self.write(&t, KvCommand::Put { shard: t.shard, key: req.key, value: req.value }).await?;
+        Ok(Response::new(pb::PutResponse { served: Some(served) }))
     }
 
     async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         let req = req.into_inner();
         let t = self.target_of_key(&req.key).await?;
-        let existed = self.write(&t, KvCommand::Delete { shard: t.shard, key: req.key }).await?;
-        Ok(Response::new(pb::DeleteResponse { existed }))
+        let (existed, served) = self.write(&t, KvCommand::Delete { shard: t.shard, key: req.key }).await?;
+        Ok(Response::new(pb::DeleteResponse { existed, served: Some(served) }))
     }
 
     async fn scan(&self, req: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {

@@ -129,7 +129,8 @@ impl<'t> Batch<'t> {
                 .insert(key, index)
                 .map_err(io_err)?;
         }
-        Ok(KvResponse { existed, ..Default::default() })
+        let owner_epoch = self.state.acquired_at.get(&shard).copied().unwrap_or(0);
+        Ok(KvResponse { existed, owner_epoch, ..Default::default() })
     }
 
     /// Writes rows into a shard table, keeping its stats; how many of the keys existed.
@@ -168,7 +169,9 @@ impl<'t> Batch<'t> {
                 continue;
             }
             if self.state.applied.released_at.get(s).is_none_or(|r| epoch > *r) {
-                self.state.applied.owned.insert(*s);
+                if self.state.applied.owned.insert(*s) {
+                    self.state.acquired_at.insert(*s, epoch);
+                }
                 self.state.moves.incoming.remove(s);
             }
         }
@@ -337,6 +340,8 @@ impl<'t> Batch<'t> {
             let moved = self.copy_rows(shard, shard + from, |k| radiant_proto::shard_of(k, to) != shard)?;
             self.write_rows(shard, moved.iter().map(|k| (k.as_slice(), None)))?;
         }
+        let acquired = &mut self.state.acquired_at;
+        *acquired = acquired.iter().flat_map(|(s, e)| [(*s, *e), (*s + from, *e)]).collect();
         let a = &mut self.state.applied;
         a.owned = a.owned.iter().flat_map(|s| [*s, *s + from]).collect();
         a.released_at = a.released_at.iter().flat_map(|(s, e)| [(*s, *e), (*s + from, *e)]).collect();
@@ -350,6 +355,13 @@ impl<'t> Batch<'t> {
             self.copy_rows(shard, shard % to, |_| true)?;
             self.delete_rows(shard)?;
         }
+        // Siblings merge into one shard: its ownership is as new as the newer of theirs.
+        let mut acquired: BTreeMap<u32, u64> = BTreeMap::new();
+        for (s, e) in &self.state.acquired_at {
+            let r = acquired.entry(s % to).or_default();
+            *r = (*r).max(*e);
+        }
+        self.state.acquired_at = acquired;
         let a = &mut self.state.applied;
         a.owned = a.owned.iter().map(|s| s % to).collect();
         let mut released: BTreeMap<u32, u64> = BTreeMap::new();

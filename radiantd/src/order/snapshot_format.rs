@@ -4,9 +4,10 @@
 //!
 //! ```text
 //! magic    8 bytes   "RADSNAP\n"
-//! version  u32 LE    FORMAT_VERSION (2; version 1 is still read)
+//! version  u32 LE    FORMAT_VERSION (3; versions 1 and 2 are still read)
 //! header   u32 LE length, then postcard(SnapshotHeader): Raft meta, owned shards, released_at,
-//!                    move state (version 1: no move state; it reads as none)
+//!                    move state, modulus, owner epochs (version 1: no move state; versions 1
+//!                    and 2: no owner epochs; what is missing reads as none)
 //! records  0x01, shard u32 LE, key length u32 LE, value length u32 LE, key, value   (repeated)
 //! end      0x00
 //! trailer  records u64 LE, key and value bytes u64 LE, crc32 u32 LE
@@ -41,9 +42,10 @@ use crate::raft::codec;
 /// Identifies a Radiant order snapshot file.
 pub const MAGIC: &[u8; 8] = b"RADSNAP\n";
 
-/// The version this code writes. It reads this one and version 1 (no move state, no dirty
-/// tables), so a snapshot a node of the previous release built still installs.
-pub const FORMAT_VERSION: u32 = 2;
+/// The version this code writes. It reads this one, version 2 (no owner epochs) and version
+/// 1 (no move state, no dirty tables), so a snapshot a node of an earlier release built still
+/// installs.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The oldest version this code reads.
 const OLDEST_VERSION: u32 = 1;
@@ -80,6 +82,31 @@ pub struct SnapshotHeader {
     /// The shard count the order's tables are cut by, once it resharded (see
     /// [`super::layout`]).
     pub modulus: Option<u32>,
+    /// The map epoch each owned shard was acquired at (none for files before version 3).
+    pub acquired_at: BTreeMap<u32, u64>,
+}
+
+/// The header of version 2 files, before owner epochs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SnapshotHeaderV2 {
+    meta: SnapshotMetaOf<OrderConfig>,
+    owned: BTreeSet<u32>,
+    released_at: BTreeMap<u32, u64>,
+    moves: MoveState,
+    modulus: Option<u32>,
+}
+
+impl From<SnapshotHeaderV2> for SnapshotHeader {
+    fn from(h: SnapshotHeaderV2) -> Self {
+        Self {
+            meta: h.meta,
+            owned: h.owned,
+            released_at: h.released_at,
+            moves: h.moves,
+            modulus: h.modulus,
+            acquired_at: BTreeMap::new(),
+        }
+    }
 }
 
 /// The header of version 1 files, written before shard moves: postcard is not
@@ -93,7 +120,14 @@ struct SnapshotHeaderV1 {
 
 impl From<SnapshotHeaderV1> for SnapshotHeader {
     fn from(h: SnapshotHeaderV1) -> Self {
-        Self { meta: h.meta, owned: h.owned, released_at: h.released_at, moves: MoveState::default(), modulus: None }
+        Self {
+            meta: h.meta,
+            owned: h.owned,
+            released_at: h.released_at,
+            moves: MoveState::default(),
+            modulus: None,
+            acquired_at: BTreeMap::new(),
+        }
     }
 }
 
@@ -357,6 +391,7 @@ impl<R: Read> SnapshotReader<R> {
         read_field(&mut input, len, &mut header)?;
         let header = match version {
             1 => codec::decode::<SnapshotHeaderV1>(&header).map(SnapshotHeader::from),
+            2 => codec::decode::<SnapshotHeaderV2>(&header).map(SnapshotHeader::from),
             _ => codec::decode(&header),
         }
         .map_err(|e| FormatError::Damaged(format!("header: {e}")))?;
@@ -439,6 +474,7 @@ mod tests {
                 incoming: [(4, Incoming { move_id: 12, cursor, sealed: false })].into(),
             },
             modulus: Some(16),
+            acquired_at: [(1, 4), (2, 4), (5, 6)].into(),
         }
     }
 
@@ -532,8 +568,29 @@ mod tests {
         let (bytes, summary) = w.finish().unwrap();
         assert_eq!(bytes[8..12], 1u32.to_le_bytes());
         let (h, rows, read) = read_all(&bytes).unwrap();
-        assert_eq!(h, SnapshotHeader { moves: MoveState::default(), modulus: None, ..header() });
+        let none =
+            SnapshotHeader { moves: MoveState::default(), modulus: None, acquired_at: BTreeMap::new(), ..header() };
+        assert_eq!(h, none);
         assert_eq!(rows, [(1, b"a".to_vec(), b"x".to_vec())]);
         assert_eq!(read, summary);
+    }
+
+    /// A file of version 2 reads, with no owner epochs.
+    #[test]
+    fn a_version_2_file_reads_without_owner_epochs() {
+        let h = header();
+        let v2 = SnapshotHeaderV2 {
+            meta: h.meta.clone(),
+            owned: h.owned.clone(),
+            released_at: h.released_at.clone(),
+            moves: h.moves.clone(),
+            modulus: h.modulus,
+        };
+        let mut w = SnapshotWriter::start(Vec::new(), 2, &codec::encode(&v2).unwrap()).unwrap();
+        w.record(1, b"a", b"x").unwrap();
+        let (bytes, _) = w.finish().unwrap();
+        let (read, rows, _) = read_all(&bytes).unwrap();
+        assert_eq!(read, SnapshotHeader { acquired_at: BTreeMap::new(), ..header() });
+        assert_eq!(rows.len(), 1);
     }
 }

@@ -51,6 +51,7 @@ use super::snapshot_format::SnapshotHeader;
 use super::snapshot_format::SnapshotReader;
 use super::snapshot_format::SnapshotWriter;
 use super::snapshot_format::dirty_index;
+use super::tables::ACQUIRED;
 use super::tables::APPLIED;
 use super::tables::Applied;
 use super::tables::DirtyTable;
@@ -227,6 +228,9 @@ pub struct KvResponse {
     /// A move command changed nothing: another move's id, the wrong side, or (Seal) rows
     /// that do not match the source's digest.
     pub refused: bool,
+    /// A put or delete: the map epoch at which the order acquired the key's shard (0: not
+    /// recorded, for a shard owned since before owner epochs were kept).
+    pub owner_epoch: u64,
 }
 
 openraft::declare_raft_types!(
@@ -450,28 +454,39 @@ impl KvStateMachine {
     /// What the order serves and how its tables are cut, as of `txn`.
     fn served(&self, txn: &redb::ReadTransaction) -> io::Result<(BTreeSet<u32>, Option<u32>)> {
         let meta = txn.open_table(META).map_err(io_err)?;
-        let applied: Applied = read_meta(&meta, self.order, APPLIED)?.unwrap_or_default();
+        self.served_in(&meta)
+    }
+
+    fn served_in(
+        &self,
+        meta: &impl redb::ReadableTable<(u64, &'static str), &'static [u8]>,
+    ) -> io::Result<(BTreeSet<u32>, Option<u32>)> {
+        let applied: Applied = read_meta(meta, self.order, APPLIED)?.unwrap_or_default();
         let mut owned = applied.owned;
         if planted::active(Bug::ServeAfterSwitch) {
             // The planted bug: a shard this order handed over is still served, for reads.
             owned.extend(applied.released_at.keys());
         }
-        Ok((owned, read_meta(&meta, self.order, LAYOUT)?))
+        Ok((owned, read_meta(meta, self.order, LAYOUT)?))
     }
 
     /// Reads a key for a request that names shard `hint`, in one read transaction: `None` if
-    /// the order's log does not serve the key's shard (not yet, or no longer), unless `stale`.
-    pub fn read_key(&self, hint: u32, key: &[u8], stale: bool) -> io::Result<Option<Option<Vec<u8>>>> {
+    /// the order's log does not serve the key's shard (not yet, or no longer), unless `stale`;
+    /// else the value and the shard's owner epoch (0: not recorded).
+    pub fn read_key(&self, hint: u32, key: &[u8], stale: bool) -> io::Result<Option<(Option<Vec<u8>>, u64)>> {
         let txn = self.db.begin_read().map_err(io_err)?;
-        let (owned, modulus) = self.served(&txn)?;
+        let meta = txn.open_table(META).map_err(io_err)?;
+        let (owned, modulus) = self.served_in(&meta)?;
         let shard = layout::key_shard(key, hint, modulus);
         if !stale && !owned.contains(&shard) {
             return Ok(None);
         }
+        let acquired: BTreeMap<u32, u64> = read_meta(&meta, self.order, ACQUIRED)?.unwrap_or_default();
+        let epoch = acquired.get(&shard).copied().unwrap_or(0);
         let Some(t) = open_read(&txn, shard_table(&table_name(self.order, shard)))? else {
-            return Ok(Some(None));
+            return Ok(Some((None, epoch)));
         };
-        Ok(Some(t.get(key).map_err(io_err)?.map(|v| v.value().to_vec())))
+        Ok(Some((t.get(key).map_err(io_err)?.map(|v| v.value().to_vec()), epoch)))
     }
 
     /// Keys of shard `shard` of `of_total` starting with `prefix`, in key order, at most
@@ -564,6 +579,7 @@ impl KvStateMachine {
             released_at: state.applied.released_at,
             moves: state.moves,
             modulus: state.modulus,
+            acquired_at: state.acquired_at,
         };
         let part = self.snapshots.part_path("build");
         let built = (|| {
@@ -674,6 +690,7 @@ impl KvStateMachine {
             stats,
             moves: header.moves,
             modulus: header.modulus,
+            acquired_at: header.acquired_at,
         };
         let current = self.snapshots.publish(&file.path, meta.last_log_id.as_ref())?;
         let installed = SnapshotFile { path: current.clone(), len: summary.file_bytes, crc32: summary.crc32 };
@@ -1043,8 +1060,8 @@ mod tests {
         chunks.iter().flat_map(|c| c.rows.clone()).collect()
     }
 
-    const REFUSED: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: true };
-    const DONE: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: false };
+    const REFUSED: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: true, owner_epoch: 0 };
+    const DONE: KvResponse = KvResponse { existed: false, wrong_shard: false, refused: false, owner_epoch: 0 };
 
     /// Every dirty-table entry of `order`, by shard and key.
     fn all_dirty(db: &Database, order: OrderId) -> Vec<(u32, Vec<u8>, u64)> {
@@ -1120,7 +1137,7 @@ mod tests {
         assert_eq!(src.one(KvCommand::Untrack { shard: 3, move_id: 6 }).await, DONE);
         assert!(!dirty_exists(&src.sm.db, 1, 3));
         assert_eq!(src.sm.move_state().unwrap(), MoveState::default());
-        assert_eq!(src.one(put(3, "k30", "v")).await, DONE, "an untracked write is not recorded");
+        assert!(!src.one(put(3, "k30", "v")).await.refused, "an untracked write is not recorded");
         assert!(!dirty_exists(&src.sm.db, 1, 3));
     }
 
@@ -1312,6 +1329,9 @@ mod tests {
 
         copy_snapshot(&mut a.sm, &mut b.sm).await;
         assert_eq!(b.sm.owned().unwrap(), [2, 3, 4].into());
+        let owner_epoch = |s: &Sm| s.sm.read_key(2, b"k1", false).unwrap().map(|(_, e)| e);
+        assert_eq!(owner_epoch(&b), Some(1), "the owner epochs travel too");
+        assert_eq!(owner_epoch(&b), owner_epoch(&a));
         let applied = |s: &Sm| s.sm.meta::<Applied>(APPLIED).unwrap().unwrap();
         assert_eq!(applied(&b), applied(&a));
         assert_eq!(applied(&b).released_at, [(1, 4)].into());
@@ -1349,6 +1369,7 @@ mod tests {
             released_at: [(1, 5)].into(),
             moves: MoveState::default(),
             modulus: None,
+            acquired_at: BTreeMap::new(),
         };
         let path = sm.sm.snapshot_dir().path().join("old.part");
         let mut w = SnapshotWriter::new_v1(File::create(&path).unwrap(), &header).unwrap();
@@ -1375,7 +1396,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = Sm::open(&new_db(&dir), dir.path(), 1);
         sm.one(KvCommand::Acquire { shards: vec![1, 2], epoch: 3 }).await;
-        assert_eq!(sm.apply([put(1, "a", "1"), put(2, "b", "2"), put(2, "c", "3")]).await, [DONE, DONE, DONE]);
+        let acquired_at_3 = KvResponse { owner_epoch: 3, ..DONE };
+        assert_eq!(sm.apply([put(1, "a", "1"), put(2, "b", "2"), put(2, "c", "3")]).await, vec![acquired_at_3; 3]);
         sm.one(KvCommand::Track { shard: 2, move_id: 9 }).await;
         sm.one(put(2, "d", "4")).await;
 
@@ -1486,7 +1508,8 @@ mod tests {
         for k in &keys {
             let (s4, s8) = (radiant_proto::shard_of(k.as_bytes(), 4), radiant_proto::shard_of(k.as_bytes(), 8));
             for hint in [s4, s8] {
-                assert_eq!(sm.sm.read_key(hint, k.as_bytes(), false).unwrap(), Some(Some(k.clone().into_bytes())));
+                let read = sm.sm.read_key(hint, k.as_bytes(), false).unwrap().map(|(v, _)| v);
+                assert_eq!(read, Some(Some(k.clone().into_bytes())));
             }
         }
         // A scan under the old count covers both children; under the new one, one table.
@@ -1504,7 +1527,7 @@ mod tests {
         assert_eq!(sm.sm.owned().unwrap(), (0..4).collect());
         for k in keys.iter().chain([&"late".to_string()]) {
             let s4 = radiant_proto::shard_of(k.as_bytes(), 4);
-            assert!(sm.sm.read_key(s4, k.as_bytes(), false).unwrap().unwrap().is_some(), "{k}");
+            assert!(sm.sm.read_key(s4, k.as_bytes(), false).unwrap().unwrap().0.is_some(), "{k}");
         }
         assert!(sm.sm.stats().unwrap().keys().all(|s| *s < 4));
         // A tracked shard blocks a reshard.

@@ -30,6 +30,11 @@ pub(super) const STATS: &str = "shard_stats";
 pub(super) const MOVES: &str = "moves";
 /// The shard count the order's tables are cut by, once it resharded.
 pub(super) const LAYOUT: &str = "layout";
+/// The map epoch each shard was last acquired at (`BTreeMap<u32, u64>`; kept after a release):
+/// the *owner epoch* of an owned shard,
+/// which every Kv answer carries, so that clients and tests can tell which ownership served
+/// them. Kept apart from [`APPLIED`] so records written before it existed still decode.
+pub(super) const ACQUIRED: &str = "acquired_at";
 /// Where versions before snapshot files kept a whole copy of the snapshot; deleted on open.
 pub(super) const LEGACY_SNAPSHOT: &str = "snapshot";
 /// Which file is the current snapshot ([`super::state_machine::CurrentSnapshot`]).
@@ -165,6 +170,9 @@ pub(super) struct OrderState {
     /// The shard count the tables are cut by; `None` until the first reshard (the tables are
     /// then cut by the count the requests name).
     pub(super) modulus: Option<u32>,
+    /// The map epoch each shard was last acquired at (see [`ACQUIRED`]); a shard owned since
+    /// before this was recorded has no entry.
+    pub(super) acquired_at: BTreeMap<u32, u64>,
 }
 
 impl OrderState {
@@ -177,6 +185,7 @@ impl OrderState {
             stats: read_meta(meta, order, STATS)?.unwrap_or_default(),
             moves: read_meta(meta, order, MOVES)?.unwrap_or_default(),
             modulus: read_meta(meta, order, LAYOUT)?,
+            acquired_at: read_meta(meta, order, ACQUIRED)?.unwrap_or_default(),
         })
     }
 
@@ -197,6 +206,9 @@ impl OrderState {
         }
         if let Some(m) = self.modulus.filter(|_| before.is_none_or(|b| b.modulus != self.modulus)) {
             meta.insert((order, LAYOUT), codec::encode_stored(&m)?.as_slice()).map_err(io_err)?;
+        }
+        if before.is_none_or(|b| b.acquired_at != self.acquired_at) {
+            meta.insert((order, ACQUIRED), codec::encode_stored(&self.acquired_at)?.as_slice()).map_err(io_err)?;
         }
         Ok(())
     }
