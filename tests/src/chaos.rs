@@ -539,6 +539,21 @@ impl Run {
         Err(format!("the replicas did not converge within {RECOVERY:?}: {last}"))
     }
 
+    /// Whether no node panicked during the run, but for the crashes a failpoint ordered (each
+    /// says so in the log after the panic message).
+    fn no_panics(&self) -> Result<(), String> {
+        for n in &self.cluster.nodes {
+            let log = n.log();
+            let panics = log.matches("panicked at").count();
+            let ordered = log.matches("crashed at a failpoint").count();
+            if panics > ordered {
+                let at = log.find("panicked at").map_or("", |i| &log[i..(i + 300).min(log.len())]);
+                return Err(format!("{} panicked: {at}", n.name));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the station's map names, for every order, exactly the voters and learners
     /// that the order's own Raft log has (as its replicas report them in `by_order`), and
     /// whether a replica runs on every member: a map that drifted from the real memberships
@@ -617,6 +632,9 @@ impl Run {
         let mut failure = exercised.map(|why| format!("not exercised: {why}")).or_else(|| self.stuck.take());
         if failure.is_none() {
             failure = self.recovered().err();
+        }
+        if failure.is_none() {
+            failure = self.no_panics().err();
         }
         let load = self.load.take().expect("workload");
         let ops = load.completed();

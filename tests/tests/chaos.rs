@@ -864,7 +864,7 @@ fn disk_full() {
     drop(disk);
 }
 
-/// The herald's log commits stall for seconds (a disk that hangs on fsync): writes wait, no
+/// The herald's fsyncs stall for seconds, below redb (a disk that hangs on fsync): writes wait, no
 /// read may be served from a state the herald cannot vouch for, and everything resumes when
 /// the disk does.
 #[test]
@@ -879,17 +879,85 @@ fn fsync_stall() {
     let h = run.herald().expect("order 1 has a herald");
     let stall = run.rng.between(Duration::from_millis(1500), Duration::from_secs(3));
     let hold = run.rng.between(Duration::from_secs(3), Duration::from_secs(6));
-    let f = run.begin_fault(format!("r{}'s log commits stall {stall:?} each for {hold:?}", h + 1));
+    let f = run.begin_fault(format!("r{}'s fsyncs stall {stall:?} each for {hold:?}", h + 1));
     let action = format!("sleep({})", stall.as_millis());
-    run.failpoint(h, "disk-commit", &action).unwrap_or_else(|e| panic!("setting disk-commit: {e}"));
+    run.failpoint(h, "disk-sync", &action).unwrap_or_else(|e| panic!("setting disk-sync: {e}"));
     std::thread::sleep(hold);
     // Operations take milliseconds here; one that took half a second, or timed out, waited
     // on the disk.
     let felt = run.waited_since(f, Duration::from_millis(500));
-    run.failpoint(h, "disk-commit", "").unwrap_or_else(|e| panic!("clearing disk-commit: {e}"));
+    run.failpoint(h, "disk-sync", "").unwrap_or_else(|e| panic!("clearing disk-sync: {e}"));
     run.end_fault(f);
     run.traffic(AFTER);
     run.finish((!felt).then(|| "no operation waited on the stalled disk".into()));
+}
+
+/// A follower crashes exactly while it saves a vote (before or after the vote is durable):
+/// the herald is frozen for 2 s so that the others elect, and the victim dies at its vote.
+/// Restarted, it must never vote twice in a term.
+fn vote_crash(name: &'static str, point: &str) {
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let victim = run.rng.pick(&[(h + 1) % 3, (h + 2) % 3]);
+    let f = run.begin_fault(format!("herald r{} frozen 2 s; r{} crashes at {point}", h + 1, victim + 1));
+    run.failpoint(victim, point, "panic").unwrap_or_else(|e| panic!("setting {point}: {e}"));
+    run.cluster.nodes[h].pause();
+    let crashed = run.exited(victim, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    run.cluster.nodes[h].resume();
+    run.cluster.nodes[victim].kill9();
+    run.cluster.nodes[victim].start();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!crashed).then(|| format!("r{} never saved a vote", victim + 1)));
+}
+
+#[test]
+fn storage_crash_log_vote_before() {
+    vote_crash("storage_crash_log_vote_before", "log-vote-before");
+}
+
+#[test]
+fn storage_crash_log_vote_after() {
+    vote_crash("storage_crash_log_vote_after", "log-vote-after");
+}
+
+/// A station member other than the bondsmith crashes exactly while it applies a map change
+/// (before or after its batch commits); the change is a setting written for the purpose.
+fn station_apply_crash(name: &'static str, point: &str) {
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    run.traffic(WARM_UP);
+    let b = run.bondsmith().expect("a bondsmith");
+    let victim = run.rng.pick(&[(b + 1) % 3, (b + 2) % 3]);
+    let f = run.begin_fault(format!("r{} crashes at {point} on a map change", victim + 1));
+    run.failpoint(victim, point, "panic").unwrap_or_else(|e| panic!("setting {point}: {e}"));
+    run.cluster.ctl_ok(&["set", "move_rate_mib", "7"]);
+    let crashed = run.exited(victim, Duration::from_secs(20));
+    std::thread::sleep(run.rng.between(Duration::from_millis(200), Duration::from_secs(2)));
+    run.cluster.nodes[victim].kill9();
+    run.cluster.nodes[victim].start();
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!crashed).then(|| format!("r{} never applied the map change", victim + 1)));
+}
+
+#[test]
+fn storage_crash_station_apply_before() {
+    station_apply_crash("storage_crash_station_apply_before", "station-apply-before");
+}
+
+#[test]
+fn storage_crash_station_apply_after() {
+    station_apply_crash("storage_crash_station_apply_after", "station-apply-after");
 }
 
 #[test]
