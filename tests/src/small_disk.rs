@@ -34,16 +34,21 @@ impl SmallDisk {
         Ok(disk)
     }
 
-    /// Bytes free on the disk.
-    pub fn available(&self) -> Result<u64, String> {
-        let out = run(Command::new("df").args(["-B1", "--output=avail"]).arg(&self.path))?;
-        out.lines().nth(1).and_then(|l| l.trim().parse().ok()).ok_or_else(|| format!("df said {out:?}"))
-    }
-
-    /// Takes all free space but `leave` bytes with a file of its own.
-    pub fn fill(&self, leave: u64) -> Result<(), String> {
-        let take = self.available()?.saturating_sub(leave);
-        run(Command::new("fallocate").args(["-l", &take.to_string()]).arg(&self.filler)).map(|_| ())
+    /// Takes every free byte with a file of its own, writing until the disk refuses (the node
+    /// on it keeps writing meanwhile, so no size measured beforehand would stay right).
+    pub fn fill(&self) -> Result<u64, String> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&self.filler).map_err(|e| format!("creating the filler: {e}"))?;
+        let chunk = vec![0u8; 64 * 1024];
+        let mut written = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => return Ok(written),
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => return Ok(written),
+                Err(e) => return Err(format!("filling the disk: {e}")),
+            }
+        }
     }
 
     /// Gives the space back.

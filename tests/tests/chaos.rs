@@ -847,7 +847,7 @@ fn disk_full() {
     run.cluster.nodes[victim].start();
     run.traffic(Duration::from_secs(1));
     let f = run.begin_fault(format!("r{}'s disk is full", victim + 1));
-    disk.fill(0).unwrap_or_else(|e| panic!("filling r{}'s disk: {e}", victim + 1));
+    disk.fill().unwrap_or_else(|e| panic!("filling r{}'s disk: {e}", victim + 1));
     let stopped = run.exited(victim, Duration::from_secs(30));
     let said = run.cluster.nodes[victim].log().contains("No space left on device");
     disk.free().unwrap_or_else(|e| panic!("freeing r{}'s disk: {e}", victim + 1));
