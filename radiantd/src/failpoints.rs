@@ -55,33 +55,39 @@ pub fn known(name: &str) -> bool {
             .is_some_and(|kind| !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
 }
 
+/// The milliseconds of failpoint `name`'s `return(MS)` action, if it has one; its `panic`
+/// action crashes the node here. Always `None` without the feature.
+fn millis(name: &str) -> Option<u64> {
+    #[cfg(feature = "failpoints")]
+    {
+        fail::eval(name, |arg| arg.and_then(|a| a.parse::<u64>().ok())).flatten()
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        None
+    }
+}
+
 /// A step the fault suite may crash or hold: failpoint `name`'s `panic` crashes the node
 /// here, and `return(MS)` holds the step for MS milliseconds without blocking the runtime
-/// (fail-rs's own `sleep` would block a worker thread); otherwise, and in every build
-/// without the feature, nothing.
+/// (fail-rs's own `sleep` would block a worker thread).
 pub async fn step(name: &str) {
-    #[cfg(feature = "failpoints")]
-    if let Some(Some(ms)) = fail::eval(name, |arg| arg.and_then(|a| a.parse::<u64>().ok())) {
+    if let Some(ms) = millis(name) {
         tracing::warn!(name, ms, "failpoint holds this step");
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     }
-    #[cfg(not(feature = "failpoints"))]
-    let _ = name;
 }
 
 /// Waits as failpoint `name` says: with its `return(MS)` action, a random time from 0 to MS
-/// milliseconds (a slow or jittery link, which netem would give and this kernel lacks);
-/// otherwise, and in every build without the feature, not at all.
+/// milliseconds (a slow or jittery link, which netem would give and this kernel lacks).
 pub async fn delay(name: &str) {
-    #[cfg(feature = "failpoints")]
-    if let Some(Some(ms)) = fail::eval(name, |arg| arg.and_then(|a| a.parse::<u64>().ok())) {
+    if let Some(ms) = millis(name) {
         // Jitter from the clock: the delay only needs to vary, not to be unpredictable.
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(nanos) % (ms + 1))).await;
     }
-    #[cfg(not(feature = "failpoints"))]
-    let _ = name;
 }
 
 /// In a `failpoints` build, makes a failpoint's panic end the process (see the module

@@ -276,11 +276,7 @@ fn flaky_herald() {
 #[test]
 fn slow_herald() {
     let name = "slow_herald";
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let Some((mut run, _one)) = start_built(name, "") else { return };
     run.traffic(WARM_UP);
     let h = run.herald().expect("order 1 has a herald");
     let max_ms = run.rng.pick(&[100u64, 300, 1000]);
@@ -380,11 +376,7 @@ fn learner_appears(run: &Run, deadline: Duration) -> bool {
 #[test]
 fn replace_bondsmith_crash() {
     let name = "replace_bondsmith_crash";
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let Some((mut run, _one)) = start_built(name, "") else { return };
     let step = run.rng.pick(&["begin_replace", "start_replica", "add_learner", "set_voters"]);
     let point = format!("recovery-{step}-after");
     let r = begin_replacement(&mut run, &point, "panic");
@@ -451,11 +443,7 @@ fn replace_learner_cut() {
 /// once order 1 shows the learner; the replacement must finish and the history stay
 /// linearizable.
 fn replace_with_fault(name: &'static str, fault: impl FnOnce(&mut Run, &str)) {
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let Some((mut run, _one)) = start_built(name, "") else { return };
     let r = begin_replacement(&mut run, "recovery-set_voters-before", "return(4000)");
     let victim_name = run.cluster.nodes[r.victim].name.clone();
     tracing::info!("--- r{} killed for good: the bondsmith replaces it", r.victim + 1);
@@ -671,6 +659,17 @@ fn planted_bugs_are_caught() {
     assert!(missed.is_empty(), "the suite misses planted bugs: {}", missed.join("; "));
 }
 
+/// Starts a scenario on the fault suite's build of radiantd with `extra_config`; `None`, with
+/// a message, where the lab or that build is missing.
+fn start_built(name: &'static str, extra_config: &str) -> Option<(Run, std::sync::MutexGuard<'static, ()>)> {
+    radiant_tests::init_logging();
+    if !chaos::available(name) {
+        return None;
+    }
+    let radiantd = chaos_build(name)?;
+    Some(Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, extra_config))
+}
+
 /// The fault suite's build of radiantd (features `failpoints` and `planted-bugs`), named by
 /// `RADIANT_CHAOS_BIN_DIR`; `None`, with a message, where it is not given.
 fn chaos_build(name: &str) -> Option<std::path::PathBuf> {
@@ -692,13 +691,8 @@ fn chaos_build(name: &str) -> Option<std::path::PathBuf> {
 /// come from the seed. Whatever the node had acknowledged must survive, and whatever it had
 /// not must not be half there.
 fn storage_crash(name: &'static str, point: &str) {
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let launch = Launch { radiantd: Some(radiantd), env: Vec::new() };
     // Snapshots every 200 entries, so that purges happen within the run.
-    let (mut run, _one) = Run::start_with(name, launch, "snapshot_logs = 200");
+    let Some((mut run, _one)) = start_built(name, "snapshot_logs = 200") else { return };
     run.traffic(WARM_UP);
     let h = run.herald().expect("order 1 has a herald");
     let victim = run.rng.pick(&[h, (h + 1) % 3, (h + 2) % 3]);
@@ -720,12 +714,7 @@ fn storage_crash(name: &'static str, point: &str) {
 /// Restarted, it must install a snapshot again and catch up, whatever the crash left half
 /// written.
 fn snapshot_install_crash(name: &'static str, point: &str) {
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let launch = Launch { radiantd: Some(radiantd), env: Vec::new() };
-    let (mut run, _one) = Run::start_with(name, launch, "snapshot_logs = 200");
+    let Some((mut run, _one)) = start_built(name, "snapshot_logs = 200") else { return };
     run.traffic(WARM_UP);
     let h = run.herald().expect("order 1 has a herald");
     let victim = run.rng.pick(&[(h + 1) % 3, (h + 2) % 3]);
@@ -759,11 +748,7 @@ fn snapshot_install_crash_after() {
 #[test]
 fn fsync_eio() {
     let name = "fsync_eio";
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let Some((mut run, _one)) = start_built(name, "") else { return };
     run.traffic(WARM_UP);
     let h = run.herald().expect("order 1 has a herald");
     let f = run.begin_fault(format!("r{}'s fsyncs fail with EIO", h + 1));
@@ -870,11 +855,7 @@ fn disk_full() {
 #[test]
 fn fsync_stall() {
     let name = "fsync_stall";
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let Some((mut run, _one)) = start_built(name, "") else { return };
     run.traffic(WARM_UP);
     let h = run.herald().expect("order 1 has a herald");
     let stall = run.rng.between(Duration::from_millis(1500), Duration::from_secs(3));
@@ -896,11 +877,7 @@ fn fsync_stall() {
 /// the herald is frozen for 2 s so that the others elect, and the victim dies at its vote.
 /// Restarted, it must never vote twice in a term.
 fn vote_crash(name: &'static str, point: &str) {
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let Some((mut run, _one)) = start_built(name, "") else { return };
     run.traffic(WARM_UP);
     let h = run.herald().expect("order 1 has a herald");
     let victim = run.rng.pick(&[(h + 1) % 3, (h + 2) % 3]);
@@ -930,11 +907,7 @@ fn storage_crash_log_vote_after() {
 /// A station member other than the bondsmith crashes exactly while it applies a map change
 /// (before or after its batch commits); the change is a setting written for the purpose.
 fn station_apply_crash(name: &'static str, point: &str) {
-    if !chaos::available(name) {
-        return;
-    }
-    let Some(radiantd) = chaos_build(name) else { return };
-    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env: Vec::new() }, "");
+    let Some((mut run, _one)) = start_built(name, "") else { return };
     run.traffic(WARM_UP);
     let b = run.bondsmith().expect("a bondsmith");
     let victim = run.rng.pick(&[(b + 1) % 3, (b + 2) % 3]);
