@@ -33,8 +33,59 @@ pub fn open(path: &Path) -> Result<Database, DatabaseError> {
     }
 }
 
+/// Opens or creates a file of the Raft log ([`crate::raft::wal`]) on the same disk model as
+/// the database: in a `failpoints` build its fsyncs take the `disk-sync` failpoint and, with
+/// `RADIANT_VOLATILE_DISK=1`, its unsynced writes die with the process.
+pub fn open_file(path: &Path) -> std::io::Result<std::sync::Arc<dyn redb::StorageBackend>> {
+    #[cfg(feature = "failpoints")]
+    {
+        let volatile = std::env::var_os("RADIANT_VOLATILE_DISK").is_some_and(|v| v == "1");
+        let disk = model::ModelDisk::open(path, volatile).map_err(std::io::Error::other)?;
+        Ok(std::sync::Arc::new(disk))
+    }
+    #[cfg(not(feature = "failpoints"))]
+    {
+        Ok(std::sync::Arc::new(PlainFile::open(path)?))
+    }
+}
+
+/// A file as a [`redb::StorageBackend`], without redb's locking (the data dir is locked by
+/// the database file already).
+#[derive(Debug)]
+pub struct PlainFile(std::fs::File);
+
+impl PlainFile {
+    /// Opens or creates `path` for reading and writing.
+    pub fn open(path: &Path) -> std::io::Result<PlainFile> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        Ok(PlainFile(file))
+    }
+}
+
+impl redb::StorageBackend for PlainFile {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.0, out, offset)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        std::os::unix::fs::FileExt::write_all_at(&self.0, data, offset)
+    }
+}
+
 #[cfg(any(feature = "failpoints", test))]
-mod model {
+pub(crate) mod model {
     use std::collections::BTreeMap;
     use std::fs::File;
     use std::io;

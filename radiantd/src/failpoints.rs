@@ -12,14 +12,15 @@
 //!
 //! | name | where |
 //! | --- | --- |
-//! | `log-append-before`, `log-append-after` | a Raft log append, before its commit, and after the commit but before openraft is told it is durable |
+//! | `log-append-before`, `log-append-after` | a Raft log append, before it is written, and after the fsync that made it durable but before openraft is told |
+//! | `log-sync-before` | the node's log sync thread, before the fsync that makes waiting appends durable: `sleep(MS)` keeps them unsynced that long while the node goes on (see [`crate::raft::log_sync`]) |
 //! | `log-vote-before`, `log-vote-after` | saving a vote |
 //! | `log-truncate-before`, `log-purge-before` | removing log entries (a new leader's truncation, a purge after a snapshot) |
 //! | `order-apply-before`, `order-apply-after` | an order applying committed entries, before its batch commits and after |
 //! | `order-snapshot-install-before`, `order-snapshot-install-after` | an order replica installing a snapshot it received |
 //! | `station-apply-before`, `station-apply-after` | the station applying map changes |
 //! | `move-ingest-before`, `move-seal-before` | a destination herald proposing a pulled chunk, sealing a copied shard |
-//! | `disk-commit` | every commit of a Raft log write: `return` fails it as an fsync failing with EIO, `sleep(MS)` stalls it |
+//! | `disk-commit` | every durable commit of the Raft logs (a sync, a vote, a truncation, a purge): `return` fails it as an fsync failing with EIO, `sleep(MS)` stalls it |
 //! | `recovery-KIND-before`, `recovery-KIND-after` | the bondsmith carrying out a recovery action of that journal kind (`return(MS)` holds it that long): an I/O action (`start_replica`, `add_learner`, `set_voters`, `retire_replica`, `pull`, ...) after it was journaled as decided and before it is sent, and after it returned but before its outcome is journaled; a map change (`begin_replace`, `complete_replace`, `switch_move`, ...) after it is in the station's log, before anything acts on it |
 //! | `net-delay` | every Raft RPC this node sends (orders and station): `return(MS)` holds each one for a random 0 to MS milliseconds first, within its deadline |
 //! | `disk-sync` | every fsync of the node's redb file, below redb (see [`crate::disk`]): `return` fails it with EIO, `sleep(MS)` stalls it |
@@ -28,6 +29,7 @@
 pub const NAMES: &[&str] = &[
     "log-append-before",
     "log-append-after",
+    "log-sync-before",
     "log-vote-before",
     "log-vote-after",
     "log-truncate-before",

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::identity::NodeId;
+use crate::raft::log_sync::LogSync;
 use crate::raft::network::Peers;
 use crate::raft::registry::Registry;
 
@@ -26,6 +27,8 @@ pub struct Host {
     pub incarnation: u64,
     /// The node's one database file (Raft logs and state machines of every group).
     pub db: Arc<Database>,
+    /// Makes the Raft logs' appends durable, one fsync for all that are waiting.
+    pub log_sync: LogSync,
     /// Connections to peers.
     pub peers: Peers,
     /// Raft groups running here, for incoming Raft RPCs.
@@ -33,13 +36,18 @@ pub struct Host {
     report: Notify,
 }
 
+/// The Raft logs' directory in the data dir (one subdirectory per group).
+pub const WAL_DIR: &str = "wal";
+
 impl Host {
     /// The resources of a node that has just opened its data dir.
     pub fn new(config: Config, id: NodeId, incarnation: u64, db: Arc<Database>) -> Self {
+        let log_sync = LogSync::new(db.clone(), config.data_dir.join(WAL_DIR));
         Self {
             config,
             id,
             incarnation,
+            log_sync,
             db,
             peers: Peers::default(),
             registry: Registry::default(),

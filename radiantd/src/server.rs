@@ -23,7 +23,6 @@ use crate::node::NodeContext;
 use crate::order::OrderReplica;
 use crate::persist::PersistError;
 use crate::phone_home;
-use crate::raft::log_store;
 use crate::spec::OrderSpec;
 use crate::spec::ServiceSpec;
 use crate::spec::StationSpec;
@@ -120,8 +119,6 @@ pub async fn run(
             return Err(ServerError::Storage { path: db_path.display().to_string(), reason: e.to_string() });
         }
     };
-    log_store::create_tables(&db)
-        .map_err(|e| ServerError::Storage { path: db_path.display().to_string(), reason: e.to_string() })?;
     tracing::info!(id = ident.id, name = %config.name, addr = %config.advertise, "radiantd starting");
 
     let node = Arc::new(NodeContext::new(Arc::new(Host::new(config.clone(), ident.id, ident.incarnation, db))));

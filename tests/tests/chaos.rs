@@ -685,6 +685,53 @@ fn chaos_build(name: &str) -> Option<std::path::PathBuf> {
     Some(radiantd)
 }
 
+/// openraft issue #2118, end to end: a node that becomes leader counts its whole log as
+/// flushed, so no append may still be waiting for its fsync when it can. Every node runs on the
+/// volatile disk model; both followers' log syncs are held for 1.5-3 s (`log-sync-before`:
+/// their appends are written but not synced), the herald is killed, and one of the followers
+/// is elected inside that window. Then the whole cluster loses power. The new herald's vote
+/// save must have made its earlier appends durable (the unit test
+/// `a_vote_makes_every_earlier_append_durable` in `raft/log_store.rs` fails without that);
+/// every acknowledged write must be there and the history linearizable.
+#[test]
+fn election_with_appends_unsynced() {
+    let name = "election_with_appends_unsynced";
+    if !chaos::available(name) {
+        return;
+    }
+    let Some(radiantd) = chaos_build(name) else { return };
+    let env = vec![("RADIANT_VOLATILE_DISK".to_string(), "1".to_string())];
+    let (mut run, _one) = Run::start_with(name, Launch { radiantd: Some(radiantd), env }, "");
+    run.traffic(WARM_UP);
+    let h = run.herald().expect("order 1 has a herald");
+    let followers = [(h + 1) % 3, (h + 2) % 3];
+    let hold = run.rng.between(Duration::from_millis(1500), Duration::from_secs(3));
+    let action = format!("sleep({})", hold.as_millis());
+    let f = run.begin_fault(format!(
+        "r{} and r{} hold their log syncs {hold:?}; herald r{} killed; then a power cut",
+        followers[0] + 1,
+        followers[1] + 1,
+        h + 1
+    ));
+    for &i in &followers {
+        run.failpoint(i, "log-sync-before", &action).unwrap_or_else(|e| panic!("setting log-sync-before: {e}"));
+    }
+    run.cluster.nodes[h].kill9();
+    let elected = run.leads_locally(&followers, 1, Duration::from_secs(10));
+    run.traffic(Duration::from_millis(500));
+    let down = run.rng.between(Duration::from_millis(300), Duration::from_secs(1));
+    for node in run.cluster.nodes.iter_mut() {
+        node.kill9();
+    }
+    std::thread::sleep(down);
+    for node in run.cluster.nodes.iter_mut() {
+        node.start();
+    }
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!elected).then(|| "no follower was elected while its appends were held".into()));
+}
+
 /// A node crashes (the process aborts) exactly at a persisted step of its storage: before and
 /// after a log append is made durable, before and after an applied batch commits, before a
 /// purge of the log behind a snapshot. The victim (herald or follower) and the restart delay

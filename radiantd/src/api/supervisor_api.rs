@@ -117,8 +117,9 @@ impl SupervisorRpc for SupervisorApi {
         }
         let db = self.node.host.db.clone();
         let data_dir = self.node.host.config.data_dir.clone();
+        let logs = self.node.host.log_sync.clone();
         tokio::task::spawn_blocking(move || {
-            crate::raft::log_store::purge_group(&db, order).map_err(|e| e.to_string())?;
+            logs.drop_group(order).map_err(|e| e.to_string())?;
             if station {
                 crate::station::state_machine::StationStateMachine::purge(&db).map_err(|e| e.to_string())
             } else {

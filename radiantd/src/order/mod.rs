@@ -106,7 +106,7 @@ impl OrderReplica {
             .map_err(|e| fail("config", &e))?;
         let sm = KvStateMachine::open(host.db.clone(), order, &host.config.data_dir)
             .map_err(|e| fail("open state machine", &e))?;
-        let log = LogStore::new(host.db.clone(), order);
+        let log = LogStore::new(host.log_sync.clone(), order).map_err(|e| fail("open log", &e))?;
         let network = NetworkFactory::new(host.peers.clone(), order, spec.cluster_id.clone(), me);
         let raft =
             OrderRaft::new(me, Arc::new(config), network, log, sm.clone()).await.map_err(|e| fail("start raft", &e))?;

@@ -1,8 +1,9 @@
 //! An order's state machine: one redb table per shard, in the node's database file.
 //!
 //! Applied batches are committed with `Durability::None`: the Raft log is the durable record
-//! (its appends are fsynced, and every fsynced commit also persists the earlier non-durable
-//! ones), so an applied batch lost in a crash is simply applied again from the log. Snapshots
+//! (openraft applies only entries this node's log has fsynced, and the log is purged only
+//! after a durable redb commit, see [`crate::raft::log_sync`]), so an applied batch lost in a
+//! crash is simply applied again from the log. Snapshots
 //! are files ([`super::snapshot_file`]) built from one read transaction and fsynced, because
 //! the log is purged behind them; redb holds only a small record naming the current one.
 

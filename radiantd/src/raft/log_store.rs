@@ -1,10 +1,10 @@
-//! The Raft log of one group, kept in the node's single redb file.
+//! The Raft log of one group: openraft's storage interface over the group's [`Wal`].
 //!
-//! Every write is a redb transaction with `Durability::Immediate`, so `append` fires its
-//! callback only after the entries are fsynced, and `save_vote` returns only once the vote is
-//! durable: the two rules openraft relies on to never lose an acknowledged write. openraft
-//! already hands us every entry that queued up while the previous append was on disk, so
-//! concurrent proposals share one fsync.
+//! `append` writes its entries at once, readable but not yet durable, and hands its callback to
+//! the node's [`LogSync`], which fires it after the next fsync: replication proceeds while this
+//! node syncs, and one fsync serves every group's appends of the moment. `save_vote`,
+//! `truncate_after` and `purge` are durable before they return and make every earlier append
+//! durable too (see [`super::log_sync`] for why openraft relies on that).
 
 use std::fmt::Debug;
 use std::io;
@@ -22,122 +22,38 @@ use openraft::alias::VoteOf;
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
 use openraft::storage::RaftLogStorage;
-use redb::Database;
-use redb::Durability;
-use redb::ReadableDatabase;
-use redb::TableDefinition;
 
 use super::GroupId;
 use super::codec;
-
-const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_log");
-const META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("raft_meta");
-
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const PURGED: &str = "last_purged";
-
-/// Creates the log tables, so readers never meet a missing table.
-pub fn create_tables(db: &Database) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    txn.open_table(LOGS)?;
-    txn.open_table(META)?;
-    txn.commit()?;
-    Ok(())
-}
-
-/// Deletes every log entry and meta record (vote, committed, purged) of `group`: its replica
-/// on this node was retired and must never run again with this log.
-pub fn purge_group(db: &Database, group: GroupId) -> Result<(), redb::Error> {
-    let txn = db.begin_write()?;
-    txn.open_table(LOGS)?.retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
-    {
-        let mut meta = txn.open_table(META)?;
-        for key in [VOTE, COMMITTED, PURGED] {
-            meta.remove((group, key))?;
-        }
-    }
-    txn.commit()?;
-    Ok(())
-}
-
-fn io_err(e: impl Into<redb::Error>) -> io::Error {
-    io::Error::other(e.into())
-}
-
-/// Commits a log write. The `disk-commit` failpoint stands for the disk failing it: `return`
-/// is an fsync that failed with EIO, `sleep(MS)` one that stalls.
-fn commit(txn: redb::WriteTransaction) -> io::Result<()> {
-    fail::fail_point!("disk-commit", |_| Err(io::Error::from_raw_os_error(libc::EIO)));
-    txn.commit().map_err(io_err)
-}
+use super::log_sync::LogSync;
+use super::wal::Wal;
 
 /// The log store of one Raft group.
 pub struct LogStore<C> {
-    db: Arc<Database>,
+    sync: LogSync,
+    wal: Arc<Wal>,
     group: GroupId,
     _c: PhantomData<fn() -> C>,
 }
 
 impl<C> Clone for LogStore<C> {
     fn clone(&self) -> Self {
-        Self { db: self.db.clone(), group: self.group, _c: PhantomData }
+        Self { sync: self.sync.clone(), wal: self.wal.clone(), group: self.group, _c: PhantomData }
     }
 }
 
 impl<C: RaftTypeConfig> LogStore<C> {
-    /// The log of `group` in `db` (whose tables [`create_tables`] made).
-    pub fn new(db: Arc<Database>, group: GroupId) -> Self {
-        Self { db, group, _c: PhantomData }
+    /// The log of `group` among the logs of `sync`, replayed from its files.
+    pub fn new(sync: LogSync, group: GroupId) -> io::Result<Self> {
+        let wal = sync.group(group)?;
+        Ok(Self { sync, wal, group, _c: PhantomData })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(META).map_err(io_err)?;
-        match table.get((self.group, key)).map_err(io_err)? {
-            Some(v) => Ok(Some(codec::decode_stored(v.value())?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Runs a durable write transaction off the async runtime.
-    async fn write<F>(&self, f: F) -> io::Result<()>
-    where
-        F: FnOnce(&redb::WriteTransaction, GroupId) -> Result<(), redb::Error> + Send + 'static,
-    {
-        self.write_with(Durability::Immediate, f).await
-    }
-
-    /// Runs a write transaction of the given durability off the async runtime.
-    async fn write_with<F>(&self, durability: Durability, f: F) -> io::Result<()>
-    where
-        F: FnOnce(&redb::WriteTransaction, GroupId) -> Result<(), redb::Error> + Send + 'static,
-    {
-        let db = self.db.clone();
-        let group = self.group;
-        tokio::task::spawn_blocking(move || {
-            let mut txn = db.begin_write().map_err(io_err)?;
-            txn.set_durability(durability).map_err(io::Error::other)?;
-            f(&txn, group).map_err(io_err)?;
-            commit(txn).unwrap_or_else(|e| super::stop_on_storage_failure("making the Raft log durable", &e));
-            Ok(())
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
-    async fn put_meta<T: serde::Serialize>(
-        &self,
-        key: &'static str,
-        value: &T,
-        durability: Durability,
-    ) -> io::Result<()> {
-        let bytes = codec::encode_stored(value)?;
-        self.write_with(durability, move |txn, group| {
-            txn.open_table(META)?.insert((group, key), bytes.as_slice())?;
-            Ok(())
-        })
-        .await
+    /// Runs `write` on the log and makes it, and every earlier append, durable; off the async
+    /// runtime, since it fsyncs.
+    async fn durable(&self, write: impl FnOnce(&Wal) -> io::Result<()> + Send + 'static) -> io::Result<()> {
+        let (sync, wal) = (self.sync.clone(), self.wal.clone());
+        tokio::task::spawn_blocking(move || sync.durable(|| write(&wal))).await.map_err(io::Error::other)?
     }
 }
 
@@ -163,18 +79,11 @@ where
         if start > end {
             return Ok(vec![]);
         }
-        let txn = self.db.begin_read().map_err(io_err)?;
-        let table = txn.open_table(LOGS).map_err(io_err)?;
-        let mut out = Vec::new();
-        for item in table.range((self.group, start)..=(self.group, end)).map_err(io_err)? {
-            let (_, v) = item.map_err(io_err)?;
-            out.push(codec::decode_stored::<C::Entry>(v.value())?);
-        }
-        Ok(out)
+        self.wal.read(start, end)?.iter().map(|b| codec::decode_stored::<C::Entry>(b)).collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        self.get_meta(VOTE)
+        self.wal.vote().map(|b| codec::decode_stored(&b)).transpose()
     }
 }
 
@@ -185,20 +94,15 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        let last_purged_log_id: Option<LogIdOf<C>> = self.get_meta(PURGED)?;
-        let last = {
-            let txn = self.db.begin_read().map_err(io_err)?;
-            let table = txn.open_table(LOGS).map_err(io_err)?;
-            let mut range = table.range((self.group, 0)..=(self.group, u64::MAX)).map_err(io_err)?;
-            match range.next_back() {
-                Some(item) => {
-                    let (_, v) = item.map_err(io_err)?;
-                    Some(codec::decode_stored::<C::Entry>(v.value())?.log_id())
-                }
-                None => None,
-            }
+        let last_purged_log_id: Option<LogIdOf<C>> = self.wal.purged().map(|b| codec::decode_stored(&b)).transpose()?;
+        let last = match self.wal.last_index() {
+            Some(i) => self.wal.read(i, i)?.first().map(|b| codec::decode_stored::<C::Entry>(b)).transpose()?,
+            None => None,
         };
-        Ok(LogState { last_log_id: last.or_else(|| last_purged_log_id.clone()), last_purged_log_id })
+        Ok(LogState {
+            last_log_id: last.map(|e| e.log_id()).or_else(|| last_purged_log_id.clone()),
+            last_purged_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -207,26 +111,30 @@ where
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
         fail::fail_point!("log-vote-before");
-        self.put_meta(VOTE, vote, Durability::Immediate).await?;
+        let bytes = codec::encode_stored(vote)?;
+        self.durable(move |wal| wal.set_vote(bytes)).await?;
         fail::fail_point!("log-vote-after");
         Ok(())
     }
 
-    /// Saved without an fsync of its own: the record becomes durable with the next log append
-    /// or vote (redb commits in order), and a crash that loses the newest one only makes the
-    /// restarted replica re-apply less at start and wait for the cluster's commit for the rest,
-    /// as openraft does when nothing is saved. Linearizable reads never depend on it: they wait
-    /// for the herald's read index, which a new term's leader reaches only through its own
-    /// commit. An fsync here would cost every replica one more disk flush per commit round, on
-    /// the path of every write.
+    /// Written without an fsync of its own: the record becomes durable with the next sync,
+    /// and a crash that loses the newest one only makes the restarted replica re-apply less at
+    /// start and wait for the cluster's commit for the rest, as openraft does when nothing is
+    /// saved. Linearizable reads never depend on it: they wait for the herald's read index,
+    /// which a new term's leader reaches only through its own commit. An fsync here would cost
+    /// every replica one more disk flush per commit round, on the path of every write.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        self.put_meta(COMMITTED, &committed, Durability::None).await
+        let bytes = codec::encode_stored(&committed)?;
+        self.wal.set_committed(bytes).unwrap_or_else(|e| super::stop_on_storage_failure("writing the Raft log", &e));
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        Ok(self.get_meta::<Option<LogIdOf<C>>>(COMMITTED)?.flatten())
+        Ok(self.wal.committed().map(|b| codec::decode_stored::<Option<LogIdOf<C>>>(&b)).transpose()?.flatten())
     }
 
+    /// Writes the entries into the page cache on this task (no thread hop) and returns; the
+    /// node's sync thread reports them persisted after its next fsync.
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
@@ -237,66 +145,37 @@ where
             rows.push((e.index(), codec::encode_stored(&e)?));
         }
         fail::fail_point!("log-append-before");
-        let started = std::time::Instant::now();
-        let durability = if crate::planted::active(crate::planted::Bug::AppendWithoutFsync) {
-            Durability::None
-        } else {
-            Durability::Immediate
-        };
-        let res = self
-            .write_with(durability, move |txn, group| {
-                let mut t = txn.open_table(LOGS)?;
-                for (index, bytes) in &rows {
-                    t.insert((group, *index), bytes.as_slice())?;
-                }
-                Ok(())
-            })
-            .await;
-        tracing::trace!(group = self.group, us = started.elapsed().as_micros() as u64, "log append");
-        // The commit above is durable (fsynced) when it returns: only now may openraft count
-        // these entries as persisted. Completing before `append` returns avoids the
-        // asynchronous-flush hazard of openraft issue #2118.
-        match res {
-            Ok(()) => {
-                fail::fail_point!("log-append-after");
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(e)
-            }
-        }
+        self.sync.append(&self.wal, rows, Box::new(move |r| callback.io_completed(r)));
+        Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         fail::fail_point!("log-truncate-before");
         let from = last_log_id.map(|l| l.index() + 1).unwrap_or(0);
-        self.write(move |txn, group| {
-            txn.open_table(LOGS)?.retain_in((group, from)..=(group, u64::MAX), |_, _| false)?;
-            Ok(())
-        })
-        .await
+        self.durable(move |wal| wal.truncate(from)).await
     }
 
+    /// The state machines are made durable first: after a crash, what they lost is applied
+    /// again from the log, so the log must still hold it.
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         fail::fail_point!("log-purge-before");
         let bytes = codec::encode_stored(&log_id)?;
         let upto = log_id.index();
-        self.write(move |txn, group| {
-            txn.open_table(META)?.insert((group, PURGED), bytes.as_slice())?;
-            txn.open_table(LOGS)?.retain_in((group, 0)..=(group, upto), |_, _| false)?;
-            Ok(())
-        })
-        .await
+        let sync = self.sync.clone();
+        tokio::task::spawn_blocking(move || sync.state_machine_barrier()).await.map_err(io::Error::other)??;
+        self.durable(move |wal| wal.purge(upto, bytes)).await
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use openraft::StorageError;
+    use openraft::alias::OneshotReceiverOf;
     use openraft::testing::log::StoreBuilder;
     use openraft::testing::log::Suite;
+    use openraft::type_config::TypeConfigExt;
 
     use super::*;
     use crate::station::state_machine::StationConfig;
@@ -312,9 +191,9 @@ mod tests {
         ) -> Result<(tempfile::TempDir, LogStore<StationConfig>, StationStateMachine), StorageError<StationConfig>>
         {
             let dir = tempfile::tempdir().expect("tempdir");
-            let db = Arc::new(Database::create(dir.path().join("t.redb")).expect("create db"));
-            create_tables(&db).expect("tables");
-            let mut neighbour = LogStore::<StationConfig>::new(db.clone(), 7);
+            let db = Arc::new(redb::Database::create(dir.path().join("t.redb")).expect("create db"));
+            let sync = LogSync::new(db.clone(), dir.path().join("wal"));
+            let mut neighbour = LogStore::<StationConfig>::new(sync.clone(), 7).expect("open log");
             let entries: Vec<_> = (0..30)
                 .map(|i| openraft::Entry {
                     log_id: openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term: 9, node_id: 9 }, i),
@@ -323,12 +202,87 @@ mod tests {
                 .collect();
             neighbour.append(entries, IOFlushed::noop()).await.expect("neighbour append");
             let (sm, _) = StationStateMachine::open(db.clone()).expect("sm");
-            Ok((dir, LogStore::new(db, 3), sm))
+            Ok((dir, LogStore::new(sync, 3).expect("open log"), sm))
         }
     }
 
     #[tokio::test]
     async fn openraft_conformance_suite() {
         Suite::test_all(Builder).await.expect("openraft log-store suite");
+    }
+
+    fn blank(term: u64, index: u64) -> <StationConfig as RaftTypeConfig>::Entry {
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 }, index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    /// Logs on the volatile disk model under `wal`, their syncer without a thread: appends
+    /// stay unsynced until a durable write.
+    fn held_sync(dir: &tempfile::TempDir, wal: &str) -> LogSync {
+        let db = Arc::new(redb::Database::create(dir.path().join(format!("{wal}.redb"))).expect("create db"));
+        let opener: crate::raft::wal::Opener = Arc::new(|p: &std::path::Path| {
+            let disk = crate::disk::model::ModelDisk::open(p, true).map_err(io::Error::other)?;
+            Ok(Arc::new(disk) as Arc<dyn redb::StorageBackend>)
+        });
+        LogSync::held(db, dir.path().join(wal), opener)
+    }
+
+    fn held_log(dir: &tempfile::TempDir) -> LogStore<StationConfig> {
+        LogStore::new(held_sync(dir, "wal"), 3).expect("open log")
+    }
+
+    /// The log a crash would leave: the files hold only what was synced.
+    async fn after_crash(dir: &tempfile::TempDir) -> LogStore<StationConfig> {
+        let from = dir.path().join("wal").join("g3");
+        let to = dir.path().join("after-crash").join("g3");
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for e in std::fs::read_dir(&from).expect("read wal dir") {
+            let e = e.expect("entry");
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy the synced file");
+        }
+        LogStore::new(held_sync(dir, "after-crash"), 3).expect("open log after the crash")
+    }
+
+    async fn append_held(log: &mut LogStore<StationConfig>) -> OneshotReceiverOf<StationConfig, io::Result<()>> {
+        let (tx, rx) = StationConfig::oneshot();
+        log.append((1..=5).map(|i| blank(1, i)), IOFlushed::signal(tx)).await.expect("append");
+        rx
+    }
+
+    /// openraft issue #2118: a node that becomes leader counts its whole log as flushed. That
+    /// is true here because saving the vote that precedes any leadership makes every earlier
+    /// append durable: appends held unsynced, then a vote, then a crash, and all of them are
+    /// there, reported persisted before the vote returned.
+    #[tokio::test]
+    async fn a_vote_makes_every_earlier_append_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = held_log(&dir);
+        let mut flushed = append_held(&mut log).await;
+        assert_eq!(log.try_get_log_entries(1..=5).await.expect("read").len(), 5, "readable before synced");
+        assert!(flushed.try_recv().is_err(), "not reported persisted before an fsync");
+
+        let vote = openraft::Vote::new(2, 1);
+        log.save_vote(&vote).await.expect("save vote");
+        assert!(matches!(flushed.try_recv(), Ok(Ok(()))), "reported persisted by the time the vote is saved");
+
+        let mut crashed = after_crash(&dir).await;
+        assert_eq!(crashed.try_get_log_entries(1..=5).await.expect("read").len(), 5, "every append survives");
+        assert_eq!(crashed.read_vote().await.expect("vote"), Some(vote));
+    }
+
+    /// The check above can fail: appends with nothing durable after them (a commit record is
+    /// not) are lost in a crash, and were never reported persisted.
+    #[tokio::test]
+    async fn appends_not_yet_synced_are_lost_in_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = held_log(&dir);
+        let mut flushed = append_held(&mut log).await;
+        log.save_committed(Some(blank(1, 5).log_id)).await.expect("save committed");
+        assert!(flushed.try_recv().is_err(), "not reported persisted");
+
+        let mut crashed = after_crash(&dir).await;
+        assert!(crashed.try_get_log_entries(1..=5).await.expect("read").is_empty());
     }
 }

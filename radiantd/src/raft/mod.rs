@@ -6,10 +6,12 @@
 
 pub mod codec;
 pub mod log_store;
+pub mod log_sync;
 pub mod network;
 pub mod rate;
 pub mod registry;
 pub mod snapshot_stream;
+pub mod wal;
 
 use std::time::Duration;
 
@@ -118,8 +120,9 @@ pub fn openraft_config(cluster: &str, timing: &Timing) -> Result<openraft::Confi
         // Bounds one AppendEntries message: 64 entries of at most 3 MiB stay under the
         // transport's 256 MiB message limit.
         max_payload_entries: 64,
-        // Our append returns only after its fsync, so "submitted" already means durable:
-        // replicate right away instead of waiting for the flush notification.
+        // Replicate as soon as an append is written, while this node's fsync runs
+        // (raft/log_sync.rs): the herald's fsync and the followers' overlap. Commit still
+        // counts the herald only once its own fsync reported.
         broadcast_submitted_on_append: Some(true),
         ..Default::default()
     }

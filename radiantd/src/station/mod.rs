@@ -183,7 +183,7 @@ impl Station {
         let config =
             crate::raft::openraft_config(&spec.cluster_id, &host.config.timing).map_err(|e| fail("config", &e))?;
         let (sm, view) = StationStateMachine::open(host.db.clone()).map_err(|e| fail("open state machine", &e))?;
-        let log = LogStore::new(host.db.clone(), STATION_GROUP);
+        let log = LogStore::new(host.log_sync.clone(), STATION_GROUP).map_err(|e| fail("open log", &e))?;
         let network = NetworkFactory::new(host.peers.clone(), STATION_GROUP, spec.cluster_id.clone(), me);
         let raft =
             StationRaft::new(me, Arc::new(config), network, log, sm).await.map_err(|e| fail("start raft", &e))?;
