@@ -761,7 +761,10 @@ impl RaftStateMachine<OrderConfig> for KvStateMachine {
         }
         let (entries, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         fail::fail_point!("order-apply-before");
+        let started = std::time::Instant::now();
+        let count = entries.len();
         let responses = self.apply_entries(entries).await?;
+        tracing::trace!(order = self.order, entries = count, us = started.elapsed().as_micros() as u64, "apply");
         fail::fail_point!("order-apply-after");
         for (responder, resp) in responders.into_iter().zip(responses) {
             if let Some(r) = responder {
