@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::stream::BoxStream;
 use radiant_proto as pb;
 use radiant_proto::raft_transport_server::RaftTransport;
 use radiant_proto::snapshot_chunk::Kind;
@@ -117,5 +118,40 @@ impl RaftTransport for RaftApi {
     }
     async fn transfer_leader(&self, req: Request<pb::RaftRequest>) -> Result<Response<pb::RaftReply>, Status> {
         self.dispatch(RaftMethod::TransferLeader, req).await
+    }
+
+    type AppendStreamStream = BoxStream<'static, Result<pb::RaftReply, Status>>;
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<pb::RaftRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let mut inbound = req.into_inner();
+        let this = RaftApi { node: self.node.clone() };
+        // Answered at once, before the first message: the leader sends its first request only
+        // once the stream is open.
+        let replies = futures::stream::once(async move {
+            let refused = |s: Status| futures::stream::once(std::future::ready(Err(s))).boxed();
+            let first = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => return futures::stream::empty().boxed(),
+                Err(s) => return refused(s),
+            };
+            // The stream is admitted once, by its first message; the rest carry only payloads.
+            let group = match this.group(&first.cluster_id, first.group, first.from, first.to) {
+                Ok(g) => g,
+                Err(s) => return refused(s),
+            };
+            let payloads = futures::stream::once(std::future::ready(first.payload))
+                .chain(
+                    inbound
+                        .take_while(|m| std::future::ready(m.is_ok()))
+                        .filter_map(|m| std::future::ready(m.ok().map(|m| m.payload))),
+                )
+                .boxed();
+            group.handler.stream_append(payloads).map(|r| reply(r).map(|r| r.into_inner())).boxed()
+        })
+        .flatten();
+        Ok(Response::new(replies.boxed()))
     }
 }

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use futures::Stream;
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use openraft::BasicNode;
 use openraft::OptionalSend;
 use openraft::RaftNetworkFactory;
@@ -29,6 +32,7 @@ use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::StreamAppendResult;
 use openraft::raft::TransferLeaderRequest;
 use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
@@ -196,12 +200,17 @@ impl<C: RaftTypeConfig, SD> Connection<C, SD> {
         &self,
         r: Result<tonic::Response<radiant_proto::RaftReply>, tonic::Status>,
     ) -> Result<radiant_proto::RaftReply, CallError> {
-        r.map(|r| r.into_inner()).map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::Unknown => {
-                CallError::Unreachable(format!("node {}: {}", self.target, status.message()))
-            }
-            _ => CallError::Network(format!("node {}: {}", self.target, status.message())),
-        })
+        r.map(|r| r.into_inner()).map_err(|status| status_error(self.target, status))
+    }
+}
+
+/// How a failed call to `target` is retried: a peer that is down or not serving is backed off.
+fn status_error(target: NodeId, status: tonic::Status) -> CallError {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown => {
+            CallError::Unreachable(format!("node {target}: {}", status.message()))
+        }
+        _ => CallError::Network(format!("node {target}: {}", status.message())),
     }
 }
 
@@ -368,6 +377,64 @@ where
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
         self.call(RaftMethod::TransferLeader, &req, option.hard_ttl()).await.map_err(rpc_err)
+    }
+
+    /// One gRPC stream per replication session: requests leave as openraft produces them,
+    /// without waiting for the previous reply, and the follower answers in order (openraft's
+    /// `Raft::stream_append`). A dead or cut-off follower is found by the channel's HTTP/2
+    /// keep-alive (1 s, then 2 s to answer), which ends the stream; openraft then opens another.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = match &self.client {
+                Ok(c) => c.clone(),
+                Err(e) => return Err(RPCError::Unreachable(Unreachable::from_string(e.clone()))),
+            };
+            let mut header = Some(RaftRequest {
+                cluster_id: self.cluster_id.clone(),
+                group: self.group,
+                from: self.me,
+                to: self.target,
+                payload: Vec::new(),
+            });
+            let outbound = input.filter_map(move |req| {
+                let mut msg = header.take().unwrap_or_default();
+                async move {
+                    crate::failpoints::delay("net-delay").await;
+                    match codec::encode(&req) {
+                        Ok(payload) => {
+                            msg.payload = payload;
+                            Some(msg)
+                        }
+                        Err(e) => {
+                            tracing::error!("an AppendEntries request does not encode: {e}");
+                            None
+                        }
+                    }
+                }
+            });
+            let target = self.target;
+            let opened = tokio::time::timeout(option.hard_ttl(), client.append_stream(outbound)).await;
+            let inbound = match opened {
+                Err(_) => {
+                    return Err(RPCError::Network(NetworkError::from_string("opening an append stream timed out")));
+                }
+                Ok(Err(status)) => return Err(rpc_err(status_error(target, status))),
+                Ok(Ok(r)) => r.into_inner(),
+            };
+            let results = inbound.map(move |r| match r {
+                Ok(reply) => codec::decode::<StreamAppendResult<C>>(&reply.payload)
+                    .map_err(|e| RPCError::Network(NetworkError::from_string(e.to_string()))),
+                Err(status) => Err(rpc_err(status_error(target, status))),
+            });
+            Ok(results.boxed())
+        })
     }
 
     fn backoff(&self) -> Option<Backoff> {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::RwLock;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use openraft::Raft;
@@ -69,6 +70,14 @@ pub trait GroupHandler: Send + Sync + 'static {
         len: u64,
         chunks: IncomingChunks,
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+
+    /// Pipelined replication: encoded AppendEntries requests in, encoded stream results out,
+    /// in the same order. A request that does not decode ends the stream (the leader opens a
+    /// new one).
+    fn stream_append(
+        &self,
+        payloads: BoxStream<'static, Vec<u8>>,
+    ) -> BoxStream<'static, Result<Vec<u8>, TransportError>>;
 }
 
 /// What precedes a snapshot's data on the wire: the sender's vote and the snapshot's meta.
@@ -132,6 +141,28 @@ where
             );
             Ok(codec::encode(&r)?)
         })
+    }
+
+    fn stream_append(
+        &self,
+        payloads: BoxStream<'static, Vec<u8>>,
+    ) -> BoxStream<'static, Result<Vec<u8>, TransportError>> {
+        let requests = payloads
+            .map(|p| codec::decode::<openraft::raft::AppendEntriesRequest<C>>(&p))
+            .take_while(|r| {
+                if let Err(e) = r {
+                    tracing::warn!("ending an append stream at a request that does not decode: {e}");
+                }
+                std::future::ready(r.is_ok())
+            })
+            .filter_map(|r| std::future::ready(r.ok()));
+        self.raft
+            .stream_append(requests)
+            .map(|r| match r {
+                Ok(result) => Ok(codec::encode(&result)?),
+                Err(fatal) => Err(TransportError::Stopped(fatal.to_string())),
+            })
+            .boxed()
     }
 
     fn handle(&self, method: RaftMethod, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, TransportError>> {
