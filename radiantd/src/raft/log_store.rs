@@ -28,6 +28,9 @@ use super::codec;
 use super::log_sync::LogSync;
 use super::wal::Wal;
 
+/// The largest append written on the Raft task itself.
+const INLINE_APPEND_BYTES: usize = 256 * 1024;
+
 /// The log store of one Raft group.
 pub struct LogStore<C> {
     sync: LogSync,
@@ -133,20 +136,30 @@ where
         Ok(self.wal.committed().map(|b| codec::decode_stored::<Option<LogIdOf<C>>>(&b)).transpose()?.flatten())
     }
 
-    /// Writes the entries into the page cache on this task (no thread hop) and returns; the
-    /// node's sync thread reports them persisted after its next fsync.
+    /// Writes the entries into the page cache and returns; the node's sync thread reports them
+    /// persisted after its next fsync. A small batch is written on this task (a copy of a few
+    /// KiB, cheaper than a thread hop); a large one off the async runtime, so that megabytes of
+    /// values do not hold up the tasks sharing this worker.
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();
+        let mut bytes = 0;
         for e in entries {
-            rows.push((e.index(), codec::encode_stored(&e)?));
+            let row = codec::encode_stored(&e)?;
+            bytes += row.len();
+            rows.push((e.index(), row));
         }
         fail::fail_point!("log-append-before");
-        self.sync.append(&self.wal, rows, Box::new(move |r| callback.io_completed(r)));
-        Ok(())
+        let done: super::log_sync::Completion = Box::new(move |r| callback.io_completed(r));
+        if bytes <= INLINE_APPEND_BYTES {
+            self.sync.append(&self.wal, rows, done);
+            return Ok(());
+        }
+        let (sync, wal) = (self.sync.clone(), self.wal.clone());
+        tokio::task::spawn_blocking(move || sync.append(&wal, rows, done)).await.map_err(io::Error::other)
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
