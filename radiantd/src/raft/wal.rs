@@ -233,23 +233,27 @@ impl Wal {
         let path = seg_path(&self.dir, seq);
         let file = (self.opener)(&path)?;
         let file_len = file.len()?;
-        let mut data = vec![0u8; file_len as usize];
-        file.read(0, &mut data)?;
-        let mut pos = 0usize;
+        // Record by record, never the whole (preallocated, mostly empty) segment at once.
+        let mut pos = 0u64;
+        let mut header = [0u8; HEADER];
         let end = loop {
-            if pos + HEADER > data.len() {
+            if pos + HEADER as u64 > file_len {
                 break pos;
             }
-            let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
-            let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
+            file.read(pos, &mut header)?;
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             if len == 0 && crc == 0 {
                 break pos;
             }
-            let body = data.get(pos + HEADER..pos + HEADER + len);
-            let rec = body
-                .filter(|b| crc32fast::hash(b) == crc)
-                .and_then(|b| codec::decode::<Record>(b).ok().map(|r| (r, b.len())));
-            let Some((rec, body_len)) = rec else {
+            let rec = if pos + HEADER as u64 + len <= file_len {
+                let mut body = vec![0u8; len as usize];
+                file.read(pos + HEADER as u64, &mut body)?;
+                (crc32fast::hash(&body) == crc).then(|| codec::decode::<Record>(&body).ok()).flatten()
+            } else {
+                None
+            };
+            let Some(rec) = rec else {
                 if !last {
                     return Err(corrupt(format!("log segment {} is corrupt at byte {pos}", path.display())));
                 }
@@ -258,23 +262,23 @@ impl Wal {
             };
             let loc = match &rec {
                 Record::Entry { bytes, .. } => {
-                    Some(Loc { seg: seq, off: (pos + HEADER + body_len - bytes.len()) as u64, len: bytes.len() as u32 })
+                    Some(Loc { seg: seq, off: pos + HEADER as u64 + len - bytes.len() as u64, len: bytes.len() as u32 })
                 }
                 _ => None,
             };
             st.apply(rec, loc);
-            pos += HEADER + len;
+            pos += HEADER as u64 + len;
         };
-        if last && data[end..].iter().any(|&b| b != 0) {
+        if last && has_data(&*file, end, file_len)? {
             // What follows the log's end was never reported durable: clear it, so a later
             // record is never read together with its remains.
-            file.set_len(end as u64)?;
+            file.set_len(end)?;
             file.set_len(file_len.max(self.segment_bytes))?;
             file.sync_data()?;
         }
         st.segments.insert(seq, Segment { file, live: 0, file_len: file_len.max(self.segment_bytes) });
         st.active = seq;
-        st.active_len = end as u64;
+        st.active_len = end;
         Ok(())
     }
 
@@ -453,6 +457,21 @@ impl Wal {
     }
 }
 
+/// Whether any byte of `file` in `from..to` is not zero; read a MiB at a time.
+fn has_data(file: &dyn StorageBackend, from: u64, to: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len() as u64) as usize;
+        file.read(at, &mut buf[..n])?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(true);
+        }
+        at += n as u64;
+    }
+    Ok(false)
+}
+
 /// Refuses a log with a hole: entries must run without a gap, starting right after the
 /// purged index when there is one.
 fn check_contiguous(st: &State, dir: &Path) -> io::Result<()> {
@@ -528,6 +547,33 @@ mod tests {
         let w = Wal::open(dir.path(), plain()).unwrap();
         assert_eq!(indexes(&w), [1, 2, 3, 4]);
         assert_eq!(w.read(4, 4).unwrap(), [vec![8; 5]]);
+    }
+
+    /// Bytes a crash left after the log's end (past a zero header) are cleared at open: a
+    /// later segment would otherwise close with them after its records, as corruption.
+    #[test]
+    fn leftovers_after_the_end_are_cleared_before_the_segment_fills() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Wal::open_sized(dir.path(), plain(), 4096).unwrap();
+        w.append(vec![entry(1, 1, 100)]).unwrap();
+        w.sync().unwrap();
+        let end = w.lock().active_len;
+        drop(w);
+        // Where the segment's records will end, six records on, when the seventh no longer fits:
+        // leftovers there would be read as a record after them.
+        let mut one = Vec::new();
+        frame(&mut one, &Record::Entry { index: 2, bytes: vec![2; 600] }).unwrap();
+        let f = crate::disk::PlainFile::open(&seg_path(dir.path(), 1)).unwrap();
+        f.write(end + 6 * one.len() as u64, &[7; 64]).unwrap();
+        let w = Wal::open_sized(dir.path(), plain(), 4096).unwrap();
+        for i in 2..=12 {
+            w.append(vec![entry(i, i as u8, 600)]).unwrap();
+        }
+        w.sync().unwrap();
+        assert!(w.segments() > 1);
+        drop(w);
+        let w = Wal::open_sized(dir.path(), plain(), 4096).unwrap();
+        assert_eq!(indexes(&w), (1..=12).collect::<Vec<_>>());
     }
 
     #[test]
