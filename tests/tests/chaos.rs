@@ -720,6 +720,15 @@ fn election_with_appends_unsynced() {
     let elected = run.leads_locally(&followers, 1, Duration::from_secs(10));
     run.traffic(Duration::from_millis(500));
     let down = run.rng.between(Duration::from_millis(300), Duration::from_secs(1));
+    cut_the_power(&mut run, down);
+    run.end_fault(f);
+    run.traffic(AFTER);
+    run.finish((!elected).then(|| "no follower was elected while its appends were held".into()));
+}
+
+/// Every node dies with SIGKILL at the same instant and comes back `down` later; on the
+/// volatile disk model each keeps only what it had synced.
+fn cut_the_power(run: &mut Run, down: Duration) {
     for node in run.cluster.nodes.iter_mut() {
         node.kill9();
     }
@@ -727,9 +736,6 @@ fn election_with_appends_unsynced() {
     for node in run.cluster.nodes.iter_mut() {
         node.start();
     }
-    run.end_fault(f);
-    run.traffic(AFTER);
-    run.finish((!elected).then(|| "no follower was elected while its appends were held".into()));
 }
 
 /// A node crashes (the process aborts) exactly at a persisted step of its storage: before and
@@ -848,13 +854,7 @@ fn power_cut_with(launch: &Launch) -> Outcome {
     run.traffic(WARM_UP);
     let down = run.rng.between(Duration::from_millis(500), Duration::from_secs(2));
     let f = run.begin_fault(format!("power cut: every node SIGKILLed, restarted after {down:?}"));
-    for node in run.cluster.nodes.iter_mut() {
-        node.kill9();
-    }
-    std::thread::sleep(down);
-    for node in run.cluster.nodes.iter_mut() {
-        node.start();
-    }
+    cut_the_power(&mut run, down);
     run.end_fault(f);
     run.traffic(AFTER);
     // Every node died, so the fault happened; `conclude` requires the cluster to take writes

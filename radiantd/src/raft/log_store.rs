@@ -56,7 +56,7 @@ impl<C: RaftTypeConfig> LogStore<C> {
     /// runtime, since it fsyncs.
     async fn durable(&self, write: impl FnOnce(&Wal) -> io::Result<()> + Send + 'static) -> io::Result<()> {
         let (sync, wal) = (self.sync.clone(), self.wal.clone());
-        tokio::task::spawn_blocking(move || sync.durable(|| write(&wal))).await.map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || sync.durable(|| write(&wal))).await.map_err(io::Error::other)
     }
 }
 

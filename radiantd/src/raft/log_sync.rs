@@ -154,7 +154,7 @@ impl LogSync {
 
     /// Writes with `write`, then syncs every log of the node, which makes that write and every
     /// earlier append durable, and reports those appends before returning. Blocking.
-    pub fn durable(&self, write: impl FnOnce() -> io::Result<()>) -> io::Result<()> {
+    pub fn durable(&self, write: impl FnOnce() -> io::Result<()>) {
         let shared = &self.handle.shared;
         let _order = lock(&shared.sync);
         // Taken before the sync begins: every append taken was written before it.
@@ -164,7 +164,6 @@ impl LogSync {
         }
         sync_all(shared);
         report(waiting);
-        Ok(())
     }
 
     /// Makes every state machine batch applied so far durable (a durable redb commit), before

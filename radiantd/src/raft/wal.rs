@@ -7,7 +7,8 @@
 //! redb.
 //!
 //! Layout: `DIR/SEQ.wal` files, `SEQ` a 16-digit hex counter. Each is preallocated, so an
-//! fdatasync need not update the file size, and holds records `[len u32][crc32 u32][body]`,
+//! fdatasync need not update the file size, starts with [`SEGMENT_MAGIC`] and the format
+//! version, and holds records `[len u32][crc32 u32][body]`,
 //! the body a postcard [`Record`]; a zero length ends the data. A new segment starts with a
 //! checkpoint (the vote, the commit record, the purge record and the last index), so an older
 //! segment whose entries are all purged or truncated away can be deleted.
@@ -40,6 +41,20 @@ pub type Opener = Arc<dyn Fn(&Path) -> io::Result<Arc<dyn StorageBackend>> + Sen
 pub const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
 
 const HEADER: usize = 8;
+
+/// The first bytes of every segment: the magic, then the format version (u16, little endian).
+const SEGMENT_MAGIC: &[u8; 6] = b"RADWAL";
+/// The format version of segments; a reader refuses a version it does not know.
+const SEGMENT_VERSION: u16 = 1;
+/// Where a segment's first record starts.
+const SEGMENT_START: u64 = 8;
+
+fn segment_header() -> [u8; SEGMENT_START as usize] {
+    let mut h = [0u8; SEGMENT_START as usize];
+    h[..6].copy_from_slice(SEGMENT_MAGIC);
+    h[6..].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h
+}
 
 #[derive(Serialize, Deserialize)]
 enum Record {
@@ -234,7 +249,19 @@ impl Wal {
         let file = (self.opener)(&path)?;
         let file_len = file.len()?;
         // Record by record, never the whole (preallocated, mostly empty) segment at once.
-        let mut pos = 0u64;
+        let mut start = [0u8; SEGMENT_START as usize];
+        file.read(0, &mut start)?;
+        if start == [0u8; SEGMENT_START as usize] && last {
+            // Created, but the crash came before its header was synced: nothing was in it.
+            file.write(0, &segment_header())?;
+            file.sync_data()?;
+        } else if start != segment_header() {
+            return Err(corrupt(format!(
+                "{} is not a Radiant log segment of format version {SEGMENT_VERSION} (it starts with {start:02x?})",
+                path.display()
+            )));
+        }
+        let mut pos = SEGMENT_START;
         let mut header = [0u8; HEADER];
         let end = loop {
             if pos + HEADER as u64 > file_len {
@@ -285,11 +312,12 @@ impl Wal {
     fn create_segment(&self, st: &mut State, seq: u64) -> io::Result<()> {
         let file = (self.opener)(&seg_path(&self.dir, seq))?;
         file.set_len(self.segment_bytes)?;
+        file.write(0, &segment_header())?;
         file.sync_data()?;
         sync_dir(&self.dir)?;
         st.segments.insert(seq, Segment { file, live: 0, file_len: self.segment_bytes });
         st.active = seq;
-        st.active_len = 0;
+        st.active_len = SEGMENT_START;
         Ok(())
     }
 
@@ -306,7 +334,7 @@ impl Wal {
         for rec in &records {
             spots.push(frame(&mut buf, rec)?);
         }
-        if may_rotate && st.active_len > 0 && st.active_len + buf.len() as u64 > self.segment_bytes {
+        if may_rotate && st.active_len > SEGMENT_START && st.active_len + buf.len() as u64 > self.segment_bytes {
             self.rotate(st)?;
             // The checkpoint went first; write the records after it.
             return self.write_in(st, records, false);
@@ -589,6 +617,19 @@ mod tests {
         f.write(20, &[0xff; 4]).unwrap();
         let err = Wal::open_sized(dir.path(), plain(), 4096).unwrap_err();
         assert!(err.to_string().contains("is corrupt at byte"), "{err}");
+    }
+
+    #[test]
+    fn a_segment_of_another_format_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Wal::open(dir.path(), plain()).unwrap();
+        w.append(vec![entry(1, 1, 1)]).unwrap();
+        w.sync().unwrap();
+        drop(w);
+        let f = crate::disk::PlainFile::open(&seg_path(dir.path(), 1)).unwrap();
+        f.write(6, &9u16.to_le_bytes()).unwrap();
+        let err = Wal::open(dir.path(), plain()).unwrap_err();
+        assert!(err.to_string().contains("not a Radiant log segment of format version 1"), "{err}");
     }
 
     #[test]
